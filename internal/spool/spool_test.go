@@ -1,0 +1,272 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trackd/trackd/internal/vfs"
+)
+
+func rec(i int) Record {
+	return Record{
+		ID:         fmt.Sprintf("id-%08d", i),
+		Workspace:  "ws1",
+		Op:         "v1.event",
+		ReceivedAt: int64(1_700_000_000_000_000_000 + i),
+		Meta:       []KV{{"request_id", fmt.Sprintf("req-%d", i)}, {"user_agent", "test"}},
+		Body:       fmt.Appendf(nil, `{"name":"purchase","data":{"n":%d}}`, i),
+	}
+}
+
+func mustOpen(t *testing.T, dir string, opts Options) *Spool {
+	t.Helper()
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+// readAll reads every committed record from the start.
+func readAll(t *testing.T, s *Spool) []Record {
+	t.Helper()
+	r := s.NewReader(Position{})
+	defer r.Close()
+	var out []Record
+	for {
+		rec, err := r.TryNext()
+		if errors.Is(err, ErrNoMore) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		out = append(out, rec)
+	}
+}
+
+func sameRecord(a, b Record) bool {
+	if a.ID != b.ID || a.Workspace != b.Workspace || a.Op != b.Op || a.ReceivedAt != b.ReceivedAt || string(a.Body) != string(b.Body) || len(a.Meta) != len(b.Meta) {
+		return false
+	}
+	for i := range a.Meta {
+		if a.Meta[i] != b.Meta[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestAppendReadReopen(t *testing.T) {
+	for _, mode := range []SyncMode{SyncData, SyncFull, SyncNone} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{Sync: mode, SegmentSize: 2 << 20}
+			s := mustOpen(t, dir, opts)
+			var want []Record
+			ctx := context.Background()
+			for i := 0; i < 20000; i += 4 {
+				g := []Record{rec(i), rec(i + 1), rec(i + 2), rec(i + 3)}
+				if err := s.Append(ctx, g); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, g...)
+			}
+			check := func(s *Spool) {
+				got := readAll(t, s)
+				if len(got) != len(want) {
+					t.Fatalf("read %d records, want %d", len(got), len(want))
+				}
+				for i := range got {
+					if !sameRecord(got[i], want[i]) {
+						t.Fatalf("record %d: got %+v want %+v", i, got[i], want[i])
+					}
+				}
+			}
+			check(s)
+			st := s.Stats()
+			if st.Segments < 2 || st.Records != int64(len(want)) {
+				t.Fatalf("stats %+v: want >1 segment and %d records", st, len(want))
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = mustOpen(t, dir, opts)
+			defer s.Close()
+			if rep := s.Report(); !rep.Clean() {
+				t.Fatalf("clean reopen reported damage: %v", rep.Damage[0])
+			}
+			check(s)
+			if st2 := s.Stats(); st2.Records != st.Records || st2.Bytes != st.Bytes {
+				t.Fatalf("after reopen stats %+v, before %+v", st2, st)
+			}
+		})
+	}
+}
+
+func TestLockExcludesSecondOpener(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	defer s.Close()
+	_, err := Open(dir, Options{})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	_, err = Open(dir, Options{ReadOnly: true})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("read-only Open while held: %v, want ErrLocked", err)
+	}
+}
+
+func TestReaderTailsWriter(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{SegmentSize: 1 << 20, Sync: SyncNone})
+	defer s.Close()
+	const n = 30000
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < n; i++ {
+			if err := s.Append(ctx, []Record{rec(i)}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	r := s.NewReader(Position{})
+	defer r.Close()
+	for i := 0; i < n; i++ {
+		got, err := r.Next(ctx)
+		if err != nil {
+			t.Fatalf("Next %d: %v", i, err)
+		}
+		if got.ID != rec(i).ID {
+			t.Fatalf("record %d: got %s", i, got.ID)
+		}
+	}
+	wg.Wait()
+}
+
+func TestCursorAndRetention(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	opts := Options{SegmentSize: 1 << 20, Retention: time.Minute, Now: clock, Sync: SyncNone}
+	s := mustOpen(t, dir, opts)
+	ctx := context.Background()
+	for i := 0; i < 20000; i++ {
+		if err := s.Append(ctx, []Record{rec(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	segs := s.Stats().Segments
+	if segs < 3 {
+		t.Fatalf("want several segments, have %d", segs)
+	}
+	if n, err := s.Collect(); err != nil || n != 0 {
+		t.Fatalf("Collect with no cursor: %d, %v; want nothing deleted", n, err)
+	}
+	r := s.NewReader(Position{})
+	for i := 0; i < 15000; i++ {
+		if _, err := r.TryNext(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetCursor("dest", r.Pos()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Collect(); err != nil || n != 0 {
+		t.Fatalf("Collect inside the window: %d, %v; want nothing deleted", n, err)
+	}
+	now = now.Add(2 * time.Minute)
+	n, err := s.Collect()
+	if err != nil || n == 0 {
+		t.Fatalf("Collect after the window: %d, %v; want segments deleted", n, err)
+	}
+	// A second cursor at the start holds everything else back.
+	if err := s.SetCursor("other", Position{}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	if n, err := s.Collect(); err != nil || n != 0 {
+		t.Fatalf("Collect with a cursor at the start: %d, %v", n, err)
+	}
+	got := readAll(t, s)
+	if len(got) == 0 || got[len(got)-1].ID != rec(19999).ID {
+		t.Fatalf("records after retention: %d", len(got))
+	}
+	first := got[0].ID
+	r.Close()
+	s.Close()
+
+	s = mustOpen(t, dir, opts)
+	defer s.Close()
+	if !s.Report().Clean() {
+		t.Fatalf("damage after retention: %v", s.Report().Damage)
+	}
+	if p, ok := s.Cursor("dest"); !ok || p.Seq == 0 {
+		t.Fatalf("cursor after reopen: %v %v", p, ok)
+	}
+	got = readAll(t, s)
+	if got[0].ID != first || got[len(got)-1].ID != rec(19999).ID {
+		t.Fatalf("after reopen: first %s last %s", got[0].ID, got[len(got)-1].ID)
+	}
+}
+
+func TestBudgetBackpressure(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{SegmentSize: 1 << 20, MaxBytes: 3 << 20, Retention: -1, Sync: SyncNone})
+	defer s.Close()
+	ctx := context.Background()
+	var i int
+	for ; i < 1_000_000; i++ {
+		err := s.Append(ctx, []Record{rec(i)})
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if i == 1_000_000 {
+		t.Fatal("budget never reached")
+	}
+	// Consume everything, let retention free space: appends work again.
+	r := s.NewReader(Position{})
+	defer r.Close()
+	for {
+		if _, err := r.TryNext(); err != nil {
+			break
+		}
+	}
+	if err := s.SetCursor("d", r.Pos()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Collect(); err != nil || n == 0 {
+		t.Fatalf("Collect: %d %v", n, err)
+	}
+	if err := s.Append(ctx, []Record{rec(i)}); err != nil {
+		t.Fatalf("Append after space returned: %v", err)
+	}
+}
+
+func TestRecordTooLarge(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{Sync: SyncNone})
+	defer s.Close()
+	big := rec(1)
+	big.Body = make([]byte, MaxFramePayload)
+	err := s.Append(context.Background(), []Record{rec(0), big})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v", err)
+	}
+	if n := len(readAll(t, s)); n != 0 {
+		t.Fatalf("partial group stored: %d records", n)
+	}
+}
+
+var _ vfs.FS = vfs.OS{}
