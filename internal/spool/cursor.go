@@ -139,7 +139,8 @@ func (s *Spool) Collect() (int, error) {
 	s.mu.Lock()
 	// Only Collect and roll change these, both under metaMu: roll may have
 	// appended no entry meanwhile, so m is current.
-	s.firstSeq, s.sealed = m.FirstSeq, m.Sealed
+	s.firstSeq = m.FirstSeq
+	s.setSealedLocked(m.Sealed)
 	s.mu.Unlock()
 	for _, e := range gone {
 		if err := s.fs.Remove(path.Join(s.dir, segmentName(e.Seq))); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -173,6 +173,7 @@ func (s *Spool) recover() error {
 		s.sealed = append(s.sealed, sealedEntry{Seq: st.seq, Size: st.size, Records: st.records, FirstAt: st.firstAt, LastAt: st.lastAt})
 		rewrite = true
 	}
+	s.setSealedLocked(s.sealed)
 	s.firstSeq = man.FirstSeq
 	if len(s.sealed) > 0 {
 		s.firstSeq = min(s.firstSeq, s.sealed[0].Seq)

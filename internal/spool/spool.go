@@ -155,7 +155,8 @@ type Spool struct {
 	err       error // sticky failure
 	closing   bool
 	firstSeq  uint64
-	sealed    []sealedEntry // sealed segments, in order
+	sealed    []sealedEntry // sealed segments, in order; change with setSealedLocked
+	sealedSum int64         // data bytes in sealed
 	open      segmentStats  // the open segment
 	tailCh    chan struct{} // closed and replaced at every commit
 	closedCh  chan struct{} // closed by Close
@@ -331,12 +332,14 @@ func (s *Spool) admitLocked(n int64) error {
 	return nil
 }
 
-func (s *Spool) dataBytesLocked() int64 {
-	n := s.open.size
-	for _, e := range s.sealed {
-		n += e.Size
+func (s *Spool) dataBytesLocked() int64 { return s.sealedSum + s.open.size }
+
+// setSealedLocked replaces the list of sealed segments.
+func (s *Spool) setSealedLocked(sealed []sealedEntry) {
+	s.sealed, s.sealedSum = sealed, 0
+	for _, e := range sealed {
+		s.sealedSum += e.Size
 	}
-	return n
 }
 
 // commitLoop is the committer: it takes whatever is pending, writes and
@@ -475,7 +478,7 @@ func (s *Spool) roll() error {
 	err := writeManifest(s.fs, s.dir, &m)
 	if err == nil {
 		s.mu.Lock()
-		s.sealed = append(s.sealed, entry)
+		s.setSealedLocked(append(s.sealed, entry))
 		s.open = segmentStats{seq: o.seq + 1, size: segmentHeaderSize}
 		s.mu.Unlock()
 	}

@@ -1,0 +1,228 @@
+package spool
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trackd/trackd/internal/vfs"
+)
+
+// Benchmarks of Append next to a baseline measured in the same run: a bare
+// group-commit loop (writers hand ~300-byte buffers to one committer that
+// writes them with one write and one sync, no framing, no encoding). The
+// ratio spool/baseline is the figure of merit; see BENCHMARKS.md.
+//
+//	go test -run '^$' -bench 'Append|Baseline' -benchtime 100000x ./internal/spool/
+
+// benchRecord is a ~300-byte record like a v1 track call.
+func benchRecord(i int) Record {
+	return Record{
+		ID:         fmt.Sprintf("01JD%022d", i),
+		Workspace:  "46be54768e7d49ab2628",
+		Op:         "v1.event",
+		ReceivedAt: time.Now().UnixNano(),
+		Meta:       []KV{{"request_id", "c1f0a3b2e4d5f6a7"}, {"client_ip", "127.0.0.1"}},
+		Body:       []byte(`{"name":"purchase","data":{"price":23.45,"product":"socks","sku":"SK-1234","color":"blue","size":"L","coupon":"WINTER","qty":1},"timestamp":1700000000}` + strings.Repeat(" ", 52)),
+	}
+}
+
+// runWriters runs fn(i) for i in [0, total) from w goroutines and reports
+// records/s.
+func runWriters(b *testing.B, w, total, perCall int, fn func(i int) error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i*perCall >= total {
+					return
+				}
+				if err := fn(i); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(total)/el.Seconds(), "records/s")
+}
+
+var benchCases = []struct {
+	writers, group int
+}{{1, 1}, {64, 1}, {256, 1}, {64, 100}}
+
+func BenchmarkAppend(b *testing.B) {
+	for _, mode := range []SyncMode{SyncData, SyncFull} {
+		for _, c := range benchCases {
+			b.Run(fmt.Sprintf("sync=%s/writers=%d/group=%d", mode, c.writers, c.group), func(b *testing.B) {
+				s, err := Open(b.TempDir(), Options{Sync: mode})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				groups := make([][]Record, 256)
+				for i := range groups {
+					for j := 0; j < c.group; j++ {
+						groups[i] = append(groups[i], benchRecord(i*c.group+j))
+					}
+				}
+				size := groups[0][0].encodedSize() + frameHeaderSize
+				b.SetBytes(int64(size))
+				ctx := context.Background()
+				runWriters(b, c.writers, b.N, c.group, func(i int) error {
+					return s.Append(ctx, groups[i%len(groups)])
+				})
+				b.ReportMetric(float64(s.Stats().Records)/float64(s.Stats().Commits), "records/commit")
+			})
+		}
+	}
+}
+
+// bareCommitter is the baseline: the least a group commit can do.
+type bareCommitter struct {
+	f    *os.File
+	sync func() error
+	mu   sync.Mutex
+	cond *sync.Cond
+	buf  []byte
+	done chan struct{}
+	off  int64
+	stop bool
+	wg   sync.WaitGroup
+}
+
+func newBareCommitter(b *testing.B, mode SyncMode) *bareCommitter {
+	f, err := os.OpenFile(filepath.Join(b.TempDir(), "bare"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &bareCommitter{f: f, done: make(chan struct{})}
+	c.cond = sync.NewCond(&c.mu)
+	vf, _ := vfs.OS{}.OpenFile(f.Name(), os.O_RDWR, 0)
+	c.sync = f.Sync
+	if mode == SyncData {
+		if err := vf.Preallocate(0, 64<<20); err != nil {
+			b.Fatal(err)
+		}
+		c.sync = vf.Datasync
+	}
+	c.wg.Add(1)
+	go c.loop()
+	return c
+}
+
+func (c *bareCommitter) append(p []byte) error {
+	c.mu.Lock()
+	if c.buf == nil {
+		c.cond.Signal()
+	}
+	c.buf = append(c.buf, p...)
+	done := c.done
+	c.mu.Unlock()
+	<-done
+	return nil
+}
+
+func (c *bareCommitter) loop() {
+	defer c.wg.Done()
+	var spare []byte
+	for {
+		c.mu.Lock()
+		for c.buf == nil && !c.stop {
+			c.cond.Wait()
+		}
+		if c.buf == nil {
+			c.mu.Unlock()
+			return
+		}
+		buf, done := c.buf, c.done
+		c.buf, c.done = nil, make(chan struct{})
+		c.mu.Unlock()
+		if c.off+int64(len(buf)) > 64<<20 {
+			c.off = 0 // stay inside the preallocated region
+		}
+		if _, err := c.f.WriteAt(buf, c.off); err != nil {
+			panic(err)
+		}
+		if err := c.sync(); err != nil {
+			panic(err)
+		}
+		c.off += int64(len(buf))
+		close(done)
+		spare = buf[:0]
+		_ = spare
+	}
+}
+
+func (c *bareCommitter) close() {
+	c.mu.Lock()
+	c.stop = true
+	c.cond.Signal()
+	c.mu.Unlock()
+	c.wg.Wait()
+	c.f.Close()
+}
+
+func BenchmarkBaseline(b *testing.B) {
+	for _, mode := range []SyncMode{SyncData, SyncFull} {
+		for _, c := range benchCases {
+			b.Run(fmt.Sprintf("sync=%s/writers=%d/group=%d", mode, c.writers, c.group), func(b *testing.B) {
+				bc := newBareCommitter(b, mode)
+				defer bc.close()
+				r := benchRecord(0)
+				p := make([]byte, (r.encodedSize()+frameHeaderSize)*c.group)
+				b.SetBytes(int64(r.encodedSize() + frameHeaderSize))
+				runWriters(b, c.writers, b.N, c.group, func(int) error { return bc.append(p) })
+			})
+		}
+	}
+}
+
+// BenchmarkOpen measures recovery time of a 1 GiB spool: 16 sealed
+// segments the manifest vouches for, plus a 64 MiB open segment that must
+// be scanned. (The page cache is warm after the first iteration; the first
+// open of a cold spool reads only the open segment.)
+func BenchmarkOpen(b *testing.B) {
+	dir := b.TempDir()
+	s, err := Open(dir, Options{Sync: SyncNone})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := make([]Record, 100)
+	for i := range g {
+		g[i] = benchRecord(i)
+	}
+	ctx := context.Background()
+	for s.Stats().Bytes < 1<<30-32<<20 {
+		if err := s.Append(ctx, g); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st := s.Stats()
+	s.Close()
+	b.ResetTimer()
+	for b.Loop() {
+		s, err := Open(dir, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
+	b.ReportMetric(float64(st.Bytes)/(1<<20), "MiB")
+	b.ReportMetric(float64(st.Records), "records")
+}
