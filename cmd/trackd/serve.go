@@ -2,11 +2,273 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/trackd/trackd/internal/auth"
+	"github.com/trackd/trackd/internal/spool"
+	"github.com/trackd/trackd/internal/trackapi"
+	"github.com/trackd/trackd/internal/vfs"
 )
 
-// runServe runs the server. Until the Track API lands (issue 3) it opens
-// the spool, reports what recovery found, and waits for a signal.
+// runServe runs the server until ctx ends (SIGTERM / SIGINT), then stops in
+// order: readiness drops, the API listener stops accepting and in-flight
+// requests finish (bounded by --shutdown-timeout), retention stops, and the
+// spool closes (every queued append committed, lock released).
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return usagef("serve: not implemented yet")
+	cfg, err := loadServeConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	if err := vfs.MkdirAllSync(vfs.OS{}, cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	syncMode := spool.SyncData
+	if cfg.Durability == "memory" {
+		syncMode = spool.SyncNone
+	}
+	sp, err := spool.Open(spoolDir(cfg.DataDir), spool.Options{
+		SegmentSize: int64(cfg.SpoolSegment),
+		MaxBytes:    int64(cfg.SpoolMaxBytes),
+		MinFree:     int64(cfg.SpoolMinFree),
+		Retention:   cfg.SpoolRetention,
+		Sync:        syncMode,
+		Logger:      log,
+	})
+	if err != nil {
+		if errors.Is(err, spool.ErrLocked) {
+			return fmt.Errorf("%w: another trackd is serving data dir %s", err, cfg.DataDir)
+		}
+		return err
+	}
+	defer sp.Close()
+	if rep := sp.Report(); !rep.Clean() {
+		log.Warn("spool recovered with damage; see `trackd spool verify`", "damage", len(rep.Damage), "repairs", strings.Join(rep.Repairs, "; "))
+	}
+
+	workspaces, created, err := loadWorkspaces(cfg)
+	if err != nil {
+		return err
+	}
+	dir, err := auth.NewDirectory(workspaces)
+	if err != nil {
+		return &usageError{problems: []string{err.Error()}}
+	}
+
+	api, err := trackapi.New(trackapi.Options{
+		Store:      sp,
+		Auth:       dir,
+		Region:     cfg.Region,
+		RateLimit:  cfg.RateLimit,
+		RateBurst:  cfg.RateBurst,
+		Durability: cfg.Durability,
+		Classify:   classifyStoreError,
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	var ready atomic.Bool
+	// Every timeout and the header size limit are set (the handler bounds
+	// bodies per path and answers 408 to a trickling body).
+	srv := trackapi.NewHTTPServer("", api, trackapi.Timeouts{}, log)
+	admin := trackapi.NewHTTPServer("", adminHandler(&ready, sp), trackapi.Timeouts{}, log)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	serve := func(s *http.Server, l net.Listener) {
+		defer wg.Done()
+		if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}
+	wg.Add(2)
+	go serve(srv, ln)
+	go serve(admin, adminLn)
+	collectCtx, stopCollect := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() { // retention
+		defer wg.Done()
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-collectCtx.Done():
+				return
+			case <-t.C:
+				if _, err := sp.Collect(); err != nil {
+					log.Error("spool retention", "err", err)
+				}
+			}
+		}
+	}()
+	ready.Store(true)
+	printBanner(stdout, ln.Addr(), adminLn.Addr(), cfg, workspaces, created)
+	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "region", cfg.Region, "durability", cfg.Durability)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	ready.Store(false)
+	log.Info("stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("API listener did not drain in time", "err", err)
+		srv.Close()
+	}
+	admin.Shutdown(sctx)
+	stopCollect()
+	wg.Wait()
+	if err := sp.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+// classifyStoreError maps spool errors to the API's answer: always 503 with
+// Retry-After (never 502), with a reason an operator can act on.
+func classifyStoreError(err error) (int, string, time.Duration) {
+	switch {
+	case errors.Is(err, spool.ErrFull):
+		return http.StatusServiceUnavailable, "spool_full", 5 * time.Second
+	case errors.Is(err, spool.ErrDiskLow):
+		return http.StatusServiceUnavailable, "disk_low", 5 * time.Second
+	case errors.Is(err, spool.ErrFailed):
+		return http.StatusServiceUnavailable, "spool_failed", 30 * time.Second
+	case errors.Is(err, spool.ErrClosed):
+		return http.StatusServiceUnavailable, "shutting_down", time.Second
+	}
+	return http.StatusServiceUnavailable, "unavailable", time.Second
+}
+
+// adminHandler serves the admin listener: liveness and readiness for now
+// (metrics and the status page come with the operations work).
+func adminHandler(ready *atomic.Bool, sp *spool.Spool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case !ready.Load():
+			http.Error(w, "not ready: starting or stopping", http.StatusServiceUnavailable)
+		case sp.Err() != nil:
+			http.Error(w, "not ready: spool failed; restart needed", http.StatusServiceUnavailable)
+		default:
+			io.WriteString(w, "ready\n")
+		}
+	})
+	return mux
+}
+
+// workspacesFile holds the workspaces trackd created for itself.
+const workspacesFile = "workspaces.json"
+
+type storedWorkspace struct {
+	SiteID string `json:"site_id"`
+	APIKey string `json:"api_key"`
+	Region string `json:"region,omitempty"`
+}
+
+// loadWorkspaces returns the configured workspaces; with none configured,
+// those kept in the data dir, creating one there on the first start.
+func loadWorkspaces(cfg *serveConfig) (ws []auth.Workspace, created bool, err error) {
+	for _, w := range cfg.Workspaces {
+		site, key, _ := strings.Cut(w, ":")
+		ws = append(ws, auth.Workspace{SiteID: site, APIKey: key})
+	}
+	if len(ws) > 0 {
+		return ws, false, nil
+	}
+	name := filepath.Join(cfg.DataDir, workspacesFile)
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		w := storedWorkspace{SiteID: randomHex(10), APIKey: randomHex(10)}
+		b, _ := json.MarshalIndent(struct {
+			Workspaces []storedWorkspace `json:"workspaces"`
+		}{[]storedWorkspace{w}}, "", "  ")
+		if err := vfs.WriteFileAtomic(vfs.OS{}, cfg.DataDir, workspacesFile, append(b, '\n')); err != nil {
+			return nil, false, fmt.Errorf("create workspace: %w", err)
+		}
+		if err := os.Chmod(name, 0o600); err != nil {
+			return nil, false, fmt.Errorf("create workspace: %w", err)
+		}
+		return []auth.Workspace{{SiteID: w.SiteID, APIKey: w.APIKey}}, true, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("workspaces: %w", err)
+	}
+	var f struct {
+		Workspaces []storedWorkspace `json:"workspaces"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil || len(f.Workspaces) == 0 {
+		return nil, false, &usageError{problems: []string{fmt.Sprintf("%s: want {\"workspaces\":[{\"site_id\":...,\"api_key\":...}]}", name)}}
+	}
+	for _, w := range f.Workspaces {
+		ws = append(ws, auth.Workspace{SiteID: w.SiteID, APIKey: w.APIKey, Region: w.Region})
+	}
+	return ws, false, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// printBanner tells a newcomer where trackd listens and how to call it. The
+// API key is printed only when trackd has just created the workspace.
+func printBanner(w io.Writer, api, admin net.Addr, cfg *serveConfig, ws []auth.Workspace, created bool) {
+	host := "127.0.0.1"
+	if a, ok := api.(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		host = a.IP.String()
+	}
+	port := 0
+	if a, ok := api.(*net.TCPAddr); ok {
+		port = a.Port
+	}
+	base := fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(port)))
+	fmt.Fprintf(w, "trackd: Track API listening on %s (region %s, durability %s)\n", api, cfg.Region, cfg.Durability)
+	fmt.Fprintf(w, "trackd: admin listening on %s (/healthz, /readyz)\n", admin)
+	if created {
+		fmt.Fprintf(w, "trackd: created workspace (kept in %s)\n", filepath.Join(cfg.DataDir, workspacesFile))
+		fmt.Fprintf(w, "  site ID: %s\n  API key: %s\n", ws[0].SiteID, ws[0].APIKey)
+		fmt.Fprintf(w, "try it:\n  curl -i -u %s:%s -X PUT %s/api/v1/customers/42 -H 'Content-Type: application/json' -d '{\"email\":\"ada@example.com\"}'\n",
+			ws[0].SiteID, ws[0].APIKey, base)
+		return
+	}
+	sites := make([]string, len(ws))
+	for i, x := range ws {
+		sites[i] = x.SiteID
+	}
+	fmt.Fprintf(w, "trackd: serving workspaces %s\n", strings.Join(sites, ", "))
 }

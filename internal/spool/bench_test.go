@@ -95,40 +95,60 @@ func BenchmarkAppend(b *testing.B) {
 
 // bareCommitter is the baseline: the least a group commit can do.
 type bareCommitter struct {
-	f    *os.File
-	sync func() error
-	mu   sync.Mutex
-	cond *sync.Cond
-	buf  []byte
-	done chan struct{}
-	off  int64
-	stop bool
-	wg   sync.WaitGroup
+	dir     string
+	mode    SyncMode
+	n       int
+	f       vfs.File
+	sync    func() error
+	mu      sync.Mutex
+	cond    *sync.Cond
+	pending bool
+	buf     []byte // reused, like the spool's commit buffer
+	spare   []byte
+	done    chan struct{}
+	off     int64
+	stop    bool
+	wg      sync.WaitGroup
 }
 
 func newBareCommitter(b *testing.B, mode SyncMode) *bareCommitter {
-	f, err := os.OpenFile(filepath.Join(b.TempDir(), "bare"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c := &bareCommitter{f: f, done: make(chan struct{})}
+	c := &bareCommitter{dir: b.TempDir(), mode: mode, done: make(chan struct{})}
 	c.cond = sync.NewCond(&c.mu)
-	vf, _ := vfs.OS{}.OpenFile(f.Name(), os.O_RDWR, 0)
-	c.sync = f.Sync
-	if mode == SyncData {
-		if err := vf.Preallocate(0, 64<<20); err != nil {
-			b.Fatal(err)
-		}
-		c.sync = vf.Datasync
+	if err := c.next(); err != nil {
+		b.Fatal(err)
 	}
 	c.wg.Add(1)
 	go c.loop()
 	return c
 }
 
+// next starts a new file, as the spool starts a new segment: writes always
+// go to fresh space (overwriting an old file would make syncs cheaper than
+// the spool's, and the comparison unfair).
+func (c *bareCommitter) next() error {
+	if c.f != nil {
+		c.f.Close()
+	}
+	c.n++
+	vf, err := vfs.OS{}.OpenFile(filepath.Join(c.dir, fmt.Sprint(c.n)), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	c.f, c.off = vf, 0
+	c.sync = vf.Sync
+	if c.mode == SyncData {
+		if err := vf.Preallocate(0, 64<<20); err != nil {
+			return err
+		}
+		c.sync = vf.Datasync
+	}
+	return nil
+}
+
 func (c *bareCommitter) append(p []byte) error {
 	c.mu.Lock()
-	if c.buf == nil {
+	if !c.pending {
+		c.pending = true
 		c.cond.Signal()
 	}
 	c.buf = append(c.buf, p...)
@@ -140,21 +160,22 @@ func (c *bareCommitter) append(p []byte) error {
 
 func (c *bareCommitter) loop() {
 	defer c.wg.Done()
-	var spare []byte
 	for {
 		c.mu.Lock()
-		for c.buf == nil && !c.stop {
+		for !c.pending && !c.stop {
 			c.cond.Wait()
 		}
-		if c.buf == nil {
+		if !c.pending {
 			c.mu.Unlock()
 			return
 		}
 		buf, done := c.buf, c.done
-		c.buf, c.done = nil, make(chan struct{})
+		c.buf, c.spare, c.pending, c.done = c.spare[:0], nil, false, make(chan struct{})
 		c.mu.Unlock()
 		if c.off+int64(len(buf)) > 64<<20 {
-			c.off = 0 // stay inside the preallocated region
+			if err := c.next(); err != nil {
+				panic(err)
+			}
 		}
 		if _, err := c.f.WriteAt(buf, c.off); err != nil {
 			panic(err)
@@ -164,8 +185,9 @@ func (c *bareCommitter) loop() {
 		}
 		c.off += int64(len(buf))
 		close(done)
-		spare = buf[:0]
-		_ = spare
+		c.mu.Lock()
+		c.spare = buf
+		c.mu.Unlock()
 	}
 }
 

@@ -22,35 +22,6 @@ const (
 	maxMetaFile = frameHeaderSize + MaxFramePayload
 )
 
-// writeFileAtomic replaces dir/name with data, crash-atomically: write
-// name.tmp, fsync it, rename it over name, fsync dir (FORMAT.md §7). Every
-// metadata file of the spool is written through this one helper.
-func writeFileAtomic(fsys vfs.FS, dir, name string, data []byte) error {
-	tmp := path.Join(dir, name+tmpSuffix)
-	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", name, err)
-	}
-	if err := fsys.Rename(tmp, path.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s: %w", name, err)
-	}
-	if err := fsys.SyncDir(dir); err != nil {
-		return fmt.Errorf("sync directory for %s: %w", name, err)
-	}
-	return nil
-}
-
 // readFrameFile reads a metadata file holding one frame of type typ and
 // returns its payload. A missing file is os.ErrNotExist; a damaged one is a
 // *CorruptionError.
@@ -101,7 +72,7 @@ func writeManifest(fsys vfs.FS, dir string, m *manifest) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(fsys, dir, manifestName, appendFrame(nil, frameManifest, b))
+	return vfs.WriteFileAtomic(fsys, dir, manifestName, appendFrame(nil, frameManifest, b))
 }
 
 func readManifest(fsys vfs.FS, dir string) (*manifest, error) {
@@ -155,7 +126,7 @@ func writeCursor(fsys vfs.FS, dir string, c cursorFile) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(fsys, dir, cursorPrefix+c.Name, appendFrame(nil, frameCursor, b))
+	return vfs.WriteFileAtomic(fsys, dir, cursorPrefix+c.Name, appendFrame(nil, frameCursor, b))
 }
 
 func readCursor(fsys vfs.FS, dir, name string) (cursorFile, error) {

@@ -377,7 +377,7 @@ func (s *Spool) copyAside(f vfs.File, seq uint64, from, to int64, reason string)
 		return "", err
 	}
 	note := fmt.Sprintf("segment %d, bytes %d to %d: %s\n", seq, from, to, reason)
-	if err := writeFileAtomic(s.fs, ddir, base+".txt", []byte(note)); err != nil {
+	if err := vfs.WriteFileAtomic(s.fs, ddir, base+".txt", []byte(note)); err != nil {
 		return "", err
 	}
 	if err := s.fs.SyncDir(s.dir); err != nil {
@@ -394,7 +394,7 @@ func (s *Spool) moveAside(seq uint64, reason string) error {
 	}
 	base := fmt.Sprintf("%020d-0", seq)
 	note := fmt.Sprintf("segment %d, whole file: %s\n", seq, reason)
-	if err := writeFileAtomic(s.fs, ddir, base+".txt", []byte(note)); err != nil {
+	if err := vfs.WriteFileAtomic(s.fs, ddir, base+".txt", []byte(note)); err != nil {
 		return err
 	}
 	if err := s.fs.Rename(path.Join(s.dir, segmentName(seq)), path.Join(ddir, base+".bin")); err != nil {

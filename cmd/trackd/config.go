@@ -1,0 +1,276 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// serveConfig is `trackd serve`'s configuration. Each field is a flag; each
+// flag can also be set in the config file (--config, a JSON object keyed by
+// flag name) and by the environment variable TRACKD_<FLAG> (upper case,
+// dashes as underscores). Precedence: flags, then environment, then file,
+// then the defaults below.
+type serveConfig struct {
+	Config          string
+	Listen          string
+	AdminListen     string
+	DataDir         string
+	Region          string
+	Workspaces      workspaceList
+	Durability      string
+	SpoolMaxBytes   byteSize
+	SpoolMinFree    byteSize
+	SpoolSegment    byteSize
+	SpoolRetention  time.Duration
+	RateLimit       float64
+	RateBurst       int
+	ShutdownTimeout time.Duration
+}
+
+// workspaceList is the repeatable --workspace SITE_ID:API_KEY flag.
+type workspaceList []string
+
+func (w *workspaceList) String() string { return strings.Join(*w, ",") }
+func (w *workspaceList) Set(v string) error {
+	*w = append(*w, v)
+	return nil
+}
+
+// byteSize is a size flag: a number of bytes with an optional KiB, MiB,
+// GiB or TiB suffix (KB, MB, GB also mean powers of 1024).
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *byteSize) Set(v string) error {
+	n, err := parseByteSize(v)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(n)
+	return nil
+}
+
+func parseByteSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffixes []string
+		mult     int64
+	}{
+		{[]string{"TiB", "TB", "T"}, 1 << 40},
+		{[]string{"GiB", "GB", "G"}, 1 << 30},
+		{[]string{"MiB", "MB", "M"}, 1 << 20},
+		{[]string{"KiB", "KB", "K"}, 1 << 10},
+		{[]string{"B"}, 1},
+	} {
+		found := false
+		for _, suf := range u.suffixes {
+			if strings.HasSuffix(s, suf) {
+				s, mult, found = strings.TrimSpace(strings.TrimSuffix(s, suf)), u.mult, true
+				break
+			}
+		}
+		if found {
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q: want bytes, or a number with KiB, MiB, GiB or TiB", v)
+	}
+	return n * mult, nil
+}
+
+// serveFlags defines the flags of `trackd serve` on fs, bound to cfg.
+func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
+	fs.StringVar(&cfg.Config, "config", "", "config file (JSON object keyed by flag name)")
+	fs.StringVar(&cfg.Listen, "listen", ":8080", "Track API listen address")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", "127.0.0.1:8081", "admin listener (health, metrics); loopback only for now")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory (spool, workspaces)")
+	fs.StringVar(&cfg.Region, "region", "us", "this node's region: us or eu")
+	fs.Var(&cfg.Workspaces, "workspace", "a workspace as SITE_ID:API_KEY (repeatable); none: use or create one in the data dir")
+	fs.StringVar(&cfg.Durability, "durability", "fsync", "fsync (a 2xx means fsynced to the spool) or memory (weaker: the page cache only)")
+	cfg.SpoolMaxBytes = 16 << 30
+	fs.Var(&cfg.SpoolMaxBytes, "spool-max-bytes", "spool byte budget; past it the API answers 503")
+	cfg.SpoolMinFree = 512 << 20
+	fs.Var(&cfg.SpoolMinFree, "spool-min-free", "free disk space kept; below it the API answers 503")
+	cfg.SpoolSegment = 64 << 20
+	fs.Var(&cfg.SpoolSegment, "spool-segment-size", "spool segment size")
+	fs.DurationVar(&cfg.SpoolRetention, "spool-retention", 15*time.Minute, "how long records stay in the spool after every destination acknowledged them")
+	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second allowed per workspace (0: no limit)")
+	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, "rate limit burst (0: one second's worth)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful stop may take")
+}
+
+// envName is the environment variable for a flag.
+func envName(flagName string) string {
+	return "TRACKD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// loadServeConfig builds the configuration from flags, environment and the
+// config file, and validates it. Every problem is reported at once, as a
+// *usageError.
+func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer) (*serveConfig, error) {
+	cfg := &serveConfig{}
+	fs := newFlagSet("serve", stderr)
+	serveFlags(fs, cfg)
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	onCmdline := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCmdline[f.Name] = true })
+
+	var problems []string
+	set := func(name, value, source string) {
+		if err := fs.Set(name, value); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: --%s=%q: %v", source, name, value, err))
+		}
+	}
+	// The config file's name may itself come from the environment.
+	if !onCmdline["config"] {
+		if v := getenv(envName("config")); v != "" {
+			cfg.Config = v
+		}
+	}
+	fileValues := map[string][]string{}
+	if cfg.Config != "" {
+		vals, err := readConfigFile(cfg.Config)
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		fileValues = vals
+	}
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	for _, name := range names {
+		if onCmdline[name] || name == "config" {
+			continue
+		}
+		if v := getenv(envName(name)); v != "" {
+			vals := []string{v}
+			if name == "workspace" {
+				vals = strings.Split(v, ",")
+			}
+			for _, v := range vals {
+				set(name, strings.TrimSpace(v), envName(name))
+			}
+			continue
+		}
+		for _, v := range fileValues[name] {
+			set(name, v, cfg.Config)
+		}
+	}
+	for name := range fileValues {
+		if fs.Lookup(name) == nil || name == "config" {
+			problems = append(problems, fmt.Sprintf("%s: unknown setting %q", cfg.Config, name))
+		}
+	}
+	problems = append(problems, cfg.validate()...)
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return nil, &usageError{problems: problems}
+	}
+	return cfg, nil
+}
+
+// readConfigFile reads a JSON object keyed by flag name. Values may be
+// strings, numbers, booleans, or (for repeatable flags) arrays of those.
+func readConfigFile(name string) (map[string][]string, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %v", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("config file %s: %v", name, err)
+	}
+	out := make(map[string][]string, len(raw))
+	for k, v := range raw {
+		var list []json.RawMessage
+		if err := json.Unmarshal(v, &list); err != nil {
+			list = []json.RawMessage{v}
+		}
+		for _, item := range list {
+			var s string
+			if err := json.Unmarshal(item, &s); err != nil {
+				s = string(item) // a number or boolean, as written
+			}
+			out[k] = append(out[k], s)
+		}
+	}
+	return out, nil
+}
+
+// validate returns every problem with the configuration.
+func (c *serveConfig) validate() []string {
+	var p []string
+	checkAddr := func(flagName, addr string) {
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			p = append(p, fmt.Sprintf("--%s %q: %v", flagName, addr, err))
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			p = append(p, fmt.Sprintf("--%s %q: bad port", flagName, addr))
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("admin-listen", c.AdminListen)
+	if host, _, err := net.SplitHostPort(c.AdminListen); err == nil && !isLoopback(host) {
+		p = append(p, fmt.Sprintf("--admin-listen %q: the admin listener must stay on loopback until admin credentials are configurable", c.AdminListen))
+	}
+	if c.DataDir == "" {
+		p = append(p, "--data-dir: must not be empty")
+	}
+	if c.Region != "us" && c.Region != "eu" {
+		p = append(p, fmt.Sprintf("--region %q: want us or eu", c.Region))
+	}
+	seen := map[string]bool{}
+	for _, w := range c.Workspaces {
+		site, key, ok := strings.Cut(w, ":")
+		switch {
+		case !ok || site == "" || key == "":
+			p = append(p, fmt.Sprintf("--workspace %q: want SITE_ID:API_KEY", redactWorkspace(w)))
+		case seen[site]:
+			p = append(p, fmt.Sprintf("--workspace: site ID %q given twice", site))
+		}
+		seen[site] = true
+	}
+	if c.Durability != "fsync" && c.Durability != "memory" {
+		p = append(p, fmt.Sprintf("--durability %q: want fsync or memory", c.Durability))
+	}
+	if c.SpoolSegment < 2<<20 {
+		p = append(p, "--spool-segment-size: at least 2MiB")
+	}
+	if c.SpoolRetention < 0 {
+		p = append(p, "--spool-retention: must not be negative")
+	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		p = append(p, "--rate-limit, --rate-burst: must not be negative")
+	}
+	if c.ShutdownTimeout <= 0 {
+		p = append(p, "--shutdown-timeout: must be positive")
+	}
+	return p
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// redactWorkspace hides the API key of a SITE_ID:API_KEY pair in messages.
+func redactWorkspace(w string) string {
+	if site, _, ok := strings.Cut(w, ":"); ok {
+		return site + ":***"
+	}
+	return w
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trackd/trackd/internal/spool"
+)
+
+// startServe runs `trackd serve` in-process on loopback ports and returns
+// the API base URL, the banner lines, and a stop function that returns
+// run's error.
+func startServe(t *testing.T, dataDir string, extra ...string) (string, []string, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, args, func(string) string { return "" }, pw, io.Discard)
+		pw.CloseWithError(io.EOF)
+		done <- err
+	}()
+	sc := bufio.NewScanner(pr)
+	var lines []string
+	base := ""
+	for sc.Scan() {
+		l := sc.Text()
+		lines = append(lines, l)
+		if rest, ok := strings.CutPrefix(l, "trackd: Track API listening on "); ok {
+			base = "http://" + strings.Fields(rest)[0]
+		}
+		if strings.HasPrefix(l, "trackd: serving workspaces") || strings.HasPrefix(l, "  curl") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if base == "" {
+		cancel()
+		t.Fatalf("serve did not start: %v\n%s", <-done, strings.Join(lines, "\n"))
+	}
+	return base, lines, func() error {
+		cancel()
+		return <-done
+	}
+}
+
+func TestServeFirstStartCreatesWorkspaceAndStores(t *testing.T) {
+	dataDir := t.TempDir()
+	base, lines, stop := startServe(t, dataDir)
+	var site, key string
+	for _, l := range lines {
+		if v, ok := strings.CutPrefix(l, "  site ID: "); ok {
+			site = v
+		}
+		if v, ok := strings.CutPrefix(l, "  API key: "); ok {
+			key = v
+		}
+	}
+	if site == "" || key == "" {
+		t.Fatalf("first start printed no credentials:\n%s", strings.Join(lines, "\n"))
+	}
+	req, _ := http.NewRequest("PUT", base+"/api/v1/customers/42", strings.NewReader(`{"email":"ada@example.com"}`))
+	req.SetBasicAuth(site, key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Durability") != "fsync" {
+		t.Fatalf("identify: %d %v", resp.StatusCode, resp.Header)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("serve returned %v after a graceful stop", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dataDir, workspacesFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("workspaces file: %v %v", fi, err)
+	}
+
+	// The record is in the spool, and a second start reuses the workspace
+	// without printing its key.
+	s, err := spool.Open(spoolDir(dataDir), spool.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.NewReader(spool.Position{})
+	rec, err := r.TryNext()
+	r.Close()
+	s.Close()
+	if err != nil || rec.Workspace != site || rec.Op != "v1.identify" || !json.Valid(rec.Body) {
+		t.Fatalf("stored record %+v, %v", rec, err)
+	}
+	_, lines, stop = startServe(t, dataDir)
+	defer stop()
+	out := strings.Join(lines, "\n")
+	if strings.Contains(out, key) || !strings.Contains(out, site) {
+		t.Fatalf("second start banner:\n%s", out)
+	}
+}
+
+func TestServeConfigProblemsReportedAtOnce(t *testing.T) {
+	cfgFile := filepath.Join(t.TempDir(), "trackd.json")
+	os.WriteFile(cfgFile, []byte(`{"region":"mars","bogus":1,"workspace":["a:b","nokey"]}`), 0o644)
+	env := map[string]string{"TRACKD_DURABILITY": "sometimes"}
+	var out strings.Builder
+	err := run(context.Background(), []string{"serve", "--config", cfgFile, "--listen", "nope", "--admin-listen", "0.0.0.0:9"},
+		func(k string) string { return env[k] }, &out, &out)
+	if code := exitCode(err, &out); code != 2 {
+		t.Fatalf("exit %d, want 2: %v", code, err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"--region \"mars\"", "unknown setting \"bogus\"", "--workspace \"nokey\"", "--durability \"sometimes\"", "--listen \"nope\"", "--admin-listen \"0.0.0.0:9\""} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("problems lack %s:\n%s", want, msg)
+		}
+	}
+}
+
+func TestServeFlagsWinOverEnvAndFile(t *testing.T) {
+	cfgFile := filepath.Join(t.TempDir(), "trackd.json")
+	os.WriteFile(cfgFile, []byte(`{"region":"eu","rate-limit":5,"spool-retention":"1h","workspace":"f:k"}`), 0o644)
+	env := map[string]string{"TRACKD_REGION": "us", "TRACKD_CONFIG": cfgFile}
+	cfg, err := loadServeConfig([]string{"--region", "eu", "--workspace", "s1:k1", "--workspace", "s2:k2"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Region != "eu" || cfg.RateLimit != 5 || cfg.SpoolRetention != time.Hour || len(cfg.Workspaces) != 2 || cfg.Workspaces[0] != "s1:k1" {
+		t.Fatalf("config %+v", cfg)
+	}
+	cfg, err = loadServeConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Region != "us" || len(cfg.Workspaces) != 1 || cfg.Workspaces[0] != "f:k" {
+		t.Fatalf("env over file: %+v", cfg)
+	}
+}
+
+func TestServeRefusesAHeldDataDir(t *testing.T) {
+	dataDir := t.TempDir()
+	_, _, stop := startServe(t, dataDir)
+	defer stop()
+	err := run(context.Background(), []string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir", dataDir},
+		func(string) string { return "" }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "another trackd is serving") {
+		t.Fatalf("second serve on the same data dir: %v", err)
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "512": 512, "4KiB": 4096, "64MiB": 64 << 20, "16 GiB": 16 << 30, "2G": 2 << 30, "1TB": 1 << 40} {
+		if got, err := parseByteSize(in); err != nil || got != want {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "lots", "99999999999TiB"} {
+		if _, err := parseByteSize(in); err == nil {
+			t.Errorf("parseByteSize(%q) accepted", in)
+		}
+	}
+}
