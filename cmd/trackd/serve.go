@@ -17,8 +17,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/trackd/trackd/internal/admin"
 	"github.com/trackd/trackd/internal/auth"
+	"github.com/trackd/trackd/internal/quarantine"
 	"github.com/trackd/trackd/internal/spool"
 	"github.com/trackd/trackd/internal/trackapi"
 	"github.com/trackd/trackd/internal/vfs"
@@ -38,6 +44,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := vfs.MkdirAllSync(vfs.OS{}, cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := admin.NewMetrics(reg)
+	quar, err := quarantine.Open(filepath.Join(cfg.DataDir, "quarantine"), quarantine.Options{})
+	if err != nil {
+		return err
+	}
+
 	syncMode := spool.SyncData
 	if cfg.Durability == "memory" {
 		syncMode = spool.SyncNone
@@ -49,6 +63,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Retention:   cfg.SpoolRetention,
 		Sync:        syncMode,
 		Logger:      log,
+		OnCommit:    metrics.Commit,
 	})
 	if err != nil {
 		if errors.Is(err, spool.ErrLocked) {
@@ -57,6 +72,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer sp.Close()
+	admin.RegisterSpool(reg, sp, time.Now)
 	if rep := sp.Report(); !rep.Clean() {
 		log.Warn("spool recovered with damage; see `trackd spool verify`", "damage", len(rep.Damage), "repairs", strings.Join(rep.Repairs, "; "))
 	}
@@ -79,6 +95,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Durability: cfg.Durability,
 		Classify:   classifyStoreError,
 		Logger:     log,
+		Observer:   metrics,
+		OnPanic:    func(p trackapi.PanicInfo) { quarantinePanic(quar, metrics, log, p) },
 	})
 	if err != nil {
 		return err
@@ -97,7 +115,18 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	// Every timeout and the header size limit are set (the handler bounds
 	// bodies per path and answers 408 to a trickling body).
 	srv := trackapi.NewHTTPServer("", api, trackapi.Timeouts{}, log)
-	admin := trackapi.NewHTTPServer("", adminHandler(&ready, sp), trackapi.Timeouts{}, log)
+	adminSrv := trackapi.NewHTTPServer("", admin.Handler(admin.HandlerOptions{
+		Gatherer: reg,
+		Ready: func() error {
+			switch {
+			case !ready.Load():
+				return errors.New("starting or stopping")
+			case sp.Err() != nil:
+				return errors.New("spool failed; restart needed")
+			}
+			return nil
+		},
+	}), trackapi.Timeouts{}, log)
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
@@ -109,7 +138,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	wg.Add(2)
 	go serve(srv, ln)
-	go serve(admin, adminLn)
+	go serve(adminSrv, adminLn)
 	collectCtx, stopCollect := context.WithCancel(context.Background())
 	wg.Add(1)
 	go func() { // retention
@@ -144,7 +173,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Error("API listener did not drain in time", "err", err)
 		srv.Close()
 	}
-	admin.Shutdown(sctx)
+	adminSrv.Shutdown(sctx)
 	stopCollect()
 	wg.Wait()
 	if err := sp.Close(); err != nil && runErr == nil {
@@ -170,24 +199,27 @@ func classifyStoreError(err error) (int, string, time.Duration) {
 	return http.StatusServiceUnavailable, "unavailable", time.Second
 }
 
-// adminHandler serves the admin listener: liveness and readiness for now
-// (metrics and the status page come with the operations work).
-func adminHandler(ready *atomic.Bool, sp *spool.Spool) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case !ready.Load():
-			http.Error(w, "not ready: starting or stopping", http.StatusServiceUnavailable)
-		case sp.Err() != nil:
-			http.Error(w, "not ready: spool failed; restart needed", http.StatusServiceUnavailable)
-		default:
-			io.WriteString(w, "ready\n")
-		}
-	})
-	return mux
+// quarantinePanic keeps a request whose handling panicked, with its stack,
+// in the quarantine (credentials were already removed), and counts it.
+func quarantinePanic(q *quarantine.Store, m *admin.Metrics, log *slog.Logger, p trackapi.PanicInfo) {
+	m.Panic("http")
+	e := quarantine.Entry{
+		Kind: quarantine.KindPanic, Time: p.Time, Reason: "panic while handling a request",
+		RequestID: p.RequestID, Route: p.Route, Workspace: p.Workspace, Method: p.Method, URI: p.URI,
+		Remote: p.Remote, Header: p.Header, Panic: fmt.Sprint(p.Value), Stack: string(p.Stack),
+	}
+	if utf8.Valid(p.Body) {
+		e.BodyText = string(p.Body)
+	} else {
+		e.Body = p.Body
+	}
+	id, err := q.Put(e)
+	m.Quarantined(quarantine.KindPanic, err == nil)
+	if err != nil {
+		log.Error("panic while handling a request; could not quarantine it", "request_id", p.RequestID, "route", p.Route, "panic", e.Panic, "err", err, "stack", e.Stack)
+		return
+	}
+	log.Error("panic while handling a request; request quarantined", "request_id", p.RequestID, "route", p.Route, "workspace", p.Workspace, "panic", e.Panic, "quarantine_id", id)
 }
 
 // workspacesFile holds the workspaces trackd created for itself.
@@ -247,7 +279,7 @@ func randomHex(n int) string {
 
 // printBanner tells a newcomer where trackd listens and how to call it. The
 // API key is printed only when trackd has just created the workspace.
-func printBanner(w io.Writer, api, admin net.Addr, cfg *serveConfig, ws []auth.Workspace, created bool) {
+func printBanner(w io.Writer, api, adminAddr net.Addr, cfg *serveConfig, ws []auth.Workspace, created bool) {
 	host := "127.0.0.1"
 	if a, ok := api.(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
 		host = a.IP.String()
@@ -258,7 +290,7 @@ func printBanner(w io.Writer, api, admin net.Addr, cfg *serveConfig, ws []auth.W
 	}
 	base := fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(port)))
 	fmt.Fprintf(w, "trackd: Track API listening on %s (region %s, durability %s)\n", api, cfg.Region, cfg.Durability)
-	fmt.Fprintf(w, "trackd: admin listening on %s (/healthz, /readyz)\n", admin)
+	fmt.Fprintf(w, "trackd: admin listening on %s (/metrics, /healthz, /readyz, /debug/pprof/)\n", adminAddr)
 	if created {
 		fmt.Fprintf(w, "trackd: created workspace (kept in %s)\n", filepath.Join(cfg.DataDir, workspacesFile))
 		fmt.Fprintf(w, "  site ID: %s\n  API key: %s\n", ws[0].SiteID, ws[0].APIKey)

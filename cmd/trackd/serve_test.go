@@ -168,3 +168,59 @@ func TestParseByteSize(t *testing.T) {
 		}
 	}
 }
+
+// adminURL finds the admin listener's address in the banner.
+func adminURL(t *testing.T, lines []string) string {
+	for _, l := range lines {
+		if rest, ok := strings.CutPrefix(l, "trackd: admin listening on "); ok {
+			return "http://" + strings.Fields(rest)[0]
+		}
+	}
+	t.Fatalf("no admin address in the banner:\n%s", strings.Join(lines, "\n"))
+	return ""
+}
+
+func TestServeCountsRejectionsByReasonAndWorkspace(t *testing.T) {
+	base, lines, stop := startServe(t, t.TempDir(), "--workspace", "siteA:keyA", "--workspace", "siteB:keyB")
+	defer stop()
+	send := func(site, key, body string) int {
+		req, _ := http.NewRequest("POST", base+"/api/v1/customers/7/events", strings.NewReader(body))
+		req.SetBasicAuth(site, key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := 0; i < 3; i++ {
+		if c := send("siteA", "keyA", ""); c != 400 {
+			t.Fatalf("empty body: %d", c)
+		}
+	}
+	if c := send("siteB", "keyB", `{"name":"ok"}`); c != 200 {
+		t.Fatalf("good event: %d", c)
+	}
+	resp, err := http.Get(adminURL(t, lines) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`trackd_http_workspace_rejections_total{reason="empty_body",workspace="siteA"} 3`,
+		`trackd_http_rejections_total{reason="empty_body",route="v1.event"} 3`,
+		`trackd_http_requests_total{code="200",method="POST",route="v1.event"} 1`,
+		`trackd_spool_records 1`,
+		`trackd_spool_failed 0`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	resp, err = http.Get(adminURL(t, lines) + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/readyz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}

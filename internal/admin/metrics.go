@@ -1,0 +1,161 @@
+// Package admin is the operator's side of trackd: Prometheus metrics on a
+// private registry, liveness and readiness, and pprof, served on the admin
+// listener, separate from the API.
+package admin
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trackd/trackd/internal/spool"
+)
+
+// maxWorkspaceLabels bounds the workspace label's cardinality: the first
+// workspaces seen get their own label value, the rest share "other".
+const maxWorkspaceLabels = 100
+
+// Metrics records what the API and the spool do. It implements
+// trackapi.Observer. Safe for concurrent use.
+type Metrics struct {
+	requests        *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
+	rejections      *prometheus.CounterVec
+	wsRejections    *prometheus.CounterVec
+	panics          *prometheus.CounterVec
+	commitDuration  prometheus.Histogram
+	commitRecords   prometheus.Histogram
+	commitBytes     prometheus.Counter
+	quarantined     *prometheus.CounterVec
+	quarantineDrops *prometheus.CounterVec
+
+	mu         sync.Mutex // guards workspaces
+	workspaces map[string]bool
+}
+
+// NewMetrics registers trackd's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_http_requests_total",
+			Help: "Track API requests answered, by route (operation), method and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "trackd_http_request_duration_seconds",
+			Help:    "Time from reading the request to writing the answer, including the spool commit.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}, []string{"route"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_http_rejections_total",
+			Help: "Requests (or v2 batch items) rejected, by route and stable reason code.",
+		}, []string{"route", "reason"}),
+		wsRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_http_workspace_rejections_total",
+			Help: "Rejections by workspace (site ID; the first 100 seen have their own value, the rest are \"other\", unauthenticated ones \"none\") and reason.",
+		}, []string{"workspace", "reason"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_panics_total",
+			Help: "Panics contained, by where they happened.",
+		}, []string{"where"}),
+		commitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "trackd_spool_commit_duration_seconds",
+			Help:    "Time one spool commit took to write and sync.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, 1},
+		}),
+		commitRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "trackd_spool_commit_records",
+			Help:    "Records per spool commit (group commit batch size).",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}),
+		commitBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trackd_spool_written_bytes_total",
+			Help: "Bytes committed to the spool.",
+		}),
+		quarantined: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_quarantined_total",
+			Help: "Items put in quarantine, by kind.",
+		}, []string{"kind"}),
+		quarantineDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_quarantine_dropped_total",
+			Help: "Items that could not be quarantined (quarantine full or unwritable), by kind.",
+		}, []string{"kind"}),
+		workspaces: map[string]bool{},
+	}
+	reg.MustRegister(m.requests, m.duration, m.rejections, m.wsRejections, m.panics,
+		m.commitDuration, m.commitRecords, m.commitBytes, m.quarantined, m.quarantineDrops)
+	return m
+}
+
+// Served implements trackapi.Observer.
+func (m *Metrics) Served(route, method string, status int, d time.Duration) {
+	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Rejected implements trackapi.Observer.
+func (m *Metrics) Rejected(route, workspace, reason string) {
+	m.rejections.WithLabelValues(route, reason).Inc()
+	m.wsRejections.WithLabelValues(m.workspaceLabel(workspace), reason).Inc()
+}
+
+func (m *Metrics) workspaceLabel(ws string) string {
+	if ws == "" {
+		return "none"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.workspaces[ws] {
+		return ws
+	}
+	if len(m.workspaces) < maxWorkspaceLabels {
+		m.workspaces[ws] = true
+		return ws
+	}
+	return "other"
+}
+
+// Panic counts a contained panic.
+func (m *Metrics) Panic(where string) { m.panics.WithLabelValues(where).Inc() }
+
+// Quarantined counts an item put in quarantine (ok) or dropped (!ok).
+func (m *Metrics) Quarantined(kind string, ok bool) {
+	if ok {
+		m.quarantined.WithLabelValues(kind).Inc()
+	} else {
+		m.quarantineDrops.WithLabelValues(kind).Inc()
+	}
+}
+
+// Commit records one spool commit; pass it as spool.Options.OnCommit.
+func (m *Metrics) Commit(groups int, records, bytes int64, took time.Duration) {
+	m.commitDuration.Observe(took.Seconds())
+	m.commitRecords.Observe(float64(records))
+	m.commitBytes.Add(float64(bytes))
+}
+
+// RegisterSpool registers gauges read from the spool at scrape time.
+func RegisterSpool(reg prometheus.Registerer, sp *spool.Spool, now func() time.Time) {
+	gauge := func(name, help string, f func(spool.Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(sp.Stats()) })
+	}
+	reg.MustRegister(
+		gauge("trackd_spool_bytes", "Data bytes held in the spool.", func(s spool.Stats) float64 { return float64(s.Bytes) }),
+		gauge("trackd_spool_records", "Records held in the spool (acknowledged by the back end or not, until retention deletes them).", func(s spool.Stats) float64 { return float64(s.Records) }),
+		gauge("trackd_spool_segments", "Segment files in the spool.", func(s spool.Stats) float64 { return float64(s.Segments) }),
+		gauge("trackd_spool_oldest_record_age_seconds", "Age of the oldest record held in the spool; 0 when empty.", func(s spool.Stats) float64 {
+			if s.OldestAt == 0 {
+				return 0
+			}
+			return now().Sub(time.Unix(0, s.OldestAt)).Seconds()
+		}),
+		gauge("trackd_spool_free_disk_bytes", "Free disk space under the spool at the last check.", func(s spool.Stats) float64 { return float64(s.FreeDisk) }),
+		gauge("trackd_spool_failed", "1 when the spool has failed (a write or sync error) and refuses appends until restart.", func(s spool.Stats) float64 {
+			if s.Failed != nil {
+				return 1
+			}
+			return 0
+		}),
+	)
+}
