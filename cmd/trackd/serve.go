@@ -137,7 +137,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 	wg.Add(2)
-	go serve(srv, ln)
+	go serve(srv, trackapi.WrapListener(ln))
 	go serve(adminSrv, adminLn)
 	collectCtx, stopCollect := context.WithCancel(context.Background())
 	wg.Add(1)

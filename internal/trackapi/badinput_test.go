@@ -522,9 +522,26 @@ func TestSlowHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := trackapi.NewHTTPServer("", f.h, trackapi.Timeouts{ReadHeader: 200 * time.Millisecond}, discardLogger())
-	go srv.Serve(ln)
+	srv := trackapi.NewHTTPServer("", f.h, trackapi.Timeouts{ReadHeader: 200 * time.Millisecond, Idle: 300 * time.Millisecond}, discardLogger())
+	go srv.Serve(trackapi.WrapListener(ln))
 	t.Cleanup(func() { srv.Close() })
+
+	// A kept-alive connection that goes idle after a request is closed
+	// without a stray 408.
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	io.WriteString(idle, "POST /api/v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 37\r\n\r\n{\"delivery_id\":\"d\",\"metric\":\"opened\"}")
+	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
+	idleOut, err := io.ReadAll(idle)
+	if err != nil {
+		t.Fatalf("idle connection not closed: %v", err)
+	}
+	if !bytes.HasPrefix(idleOut, []byte("HTTP/1.1 200")) || bytes.Count(idleOut, []byte("HTTP/1.1")) != 1 {
+		t.Errorf("idle connection got %q", idleOut)
+	}
 
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -549,11 +566,11 @@ func TestSlowHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connection not closed: %v", err)
 	}
-	if len(b) != 0 && !bytes.HasPrefix(b, []byte("HTTP/1.1 408")) {
-		t.Errorf("unexpected answer %q", b)
+	if !bytes.HasPrefix(b, []byte("HTTP/1.1 408")) || !bytes.Contains(b, []byte("X-Trackd-Reason: timeout")) || !bytes.HasSuffix(b, []byte(`"]}}`)) {
+		t.Errorf("slow headers answered %q, want a 408 in the v1 error shape", b)
 	}
 	t.Logf("slow-header connection closed after %v (answer %q)", time.Since(start), b)
-	if n := len(f.store.take()); n != 1 {
+	if n := len(f.store.take()); n != 2 {
 		t.Errorf("stored %d", n)
 	}
 }

@@ -17,9 +17,10 @@ type Timeouts struct {
 }
 
 // NewHTTPServer returns an http.Server serving h with every timeout and the
-// header size limit set. A client trickling its headers past ReadHeader has
-// its connection closed (net/http sends no 408 then); one trickling its body
-// gets 408 from the handler. Other connections are unaffected.
+// header size limit set. Serve it on WrapListener(ln): a client trickling
+// its headers past ReadHeader then gets 408 and its connection closed (plain
+// net/http closes it without an answer); one trickling its body gets 408
+// from the handler. Other connections are unaffected.
 func NewHTTPServer(addr string, h http.Handler, t Timeouts, log *slog.Logger) *http.Server {
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -38,7 +39,9 @@ func NewHTTPServer(addr string, h http.Handler, t Timeouts, log *slog.Logger) *h
 	}
 	return &http.Server{
 		Addr:              addr,
-		Handler:           h,
+		Handler:           markHandling(h),
+		ConnContext:       connContext,
+		ConnState:         connState,
 		ReadHeaderTimeout: t.ReadHeader,
 		ReadTimeout:       t.Read,
 		WriteTimeout:      t.Write,
