@@ -92,6 +92,9 @@ func TestInjectedErrorsAreStickyAndNeverCorrupt(t *testing.T) {
 					}(w)
 				}
 				wg.Wait()
+				if after == 0 && (f.ops[0] == vfs.OpWrite || f.ops[0] == vfs.OpSync) && len(failures) == 0 {
+					t.Fatalf("no Append failed with %s injected from the start", f.name)
+				}
 				// The first failure is sticky: every later Append fails too.
 				if len(failures) > 0 {
 					if err := s.Append(context.Background(), groupRecords(9, 0, 1)); !errors.Is(err, ErrFailed) {

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/trackd/trackd/internal/spool"
 	"github.com/trackd/trackd/internal/trackapi"
@@ -73,6 +75,33 @@ func newBenchHandler(b *testing.B) http.Handler {
 	return h
 }
 
+// newSpoolHandler is the handler over a real, durable spool (fdatasync
+// group commit) in a temporary directory.
+func newSpoolHandler(b *testing.B) http.Handler {
+	var commits, records atomic.Int64
+	var took atomic.Int64
+	sp, err := spool.Open(b.TempDir(), spool.Options{OnCommit: func(_ int, recs, _ int64, d time.Duration) {
+		commits.Add(1)
+		records.Add(recs)
+		took.Add(int64(d))
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		sp.Close()
+		if n := commits.Load(); n > 0 {
+			b.ReportMetric(float64(records.Load())/float64(n), "records/commit")
+			b.ReportMetric(float64(took.Load())/float64(n)/1e3, "µs/commit")
+		}
+	})
+	h, err := trackapi.New(trackapi.Options{Store: sp, Auth: newDirectory(b), Logger: discardLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return h
+}
+
 // plain is the baseline: read the body, answer {}.
 var plain = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	io.Copy(io.Discard, r.Body)
@@ -81,13 +110,17 @@ var plain = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 })
 
 // BenchmarkHTTP compares the full trackd handler with plain net/http over
-// a real loopback listener (client and server share the CPUs).
+// a real loopback listener (64 client goroutines; client and server share
+// the CPUs): with a no-op store (the HTTP path alone) and with the real
+// spool (durable: every 200 after an fdatasync).
 func BenchmarkHTTP(b *testing.B) {
 	b.Run("plain", func(b *testing.B) { benchServer(b, plain, "/api/v1/customers/u1/events", trackBody) })
 	b.Run("v1track", func(b *testing.B) { benchServer(b, newBenchHandler(b), "/api/v1/customers/u1/events", trackBody) })
+	b.Run("v1track-spool", func(b *testing.B) { benchServer(b, newSpoolHandler(b), "/api/v1/customers/u1/events", trackBody) })
 	batch := batchBody(100)
 	b.Run("plain-batch100", func(b *testing.B) { benchServer(b, plain, "/api/v2/batch", batch) })
 	b.Run("v2batch100", func(b *testing.B) { benchServer(b, newBenchHandler(b), "/api/v2/batch", batch) })
+	b.Run("v2batch100-spool", func(b *testing.B) { benchServer(b, newSpoolHandler(b), "/api/v2/batch", batch) })
 }
 
 // benchWriter is a minimal ResponseWriter for handler-only benchmarks.
