@@ -25,8 +25,27 @@ import (
 
 // Kinds of entries.
 const (
-	KindPanic = "panics" // a request whose handling panicked
+	KindPanic  = "panics"  // a request whose handling panicked
+	KindRecord = "records" // a record a destination refused for good
 )
+
+// Attempt is one failed delivery attempt of a quarantined record.
+type Attempt struct {
+	Time  time.Time `json:"time"`
+	Error string    `json:"error"`
+}
+
+// Record is a quarantined spool record, whole, so it can be replayed.
+type Record struct {
+	ID         string      `json:"id"`
+	Workspace  string      `json:"workspace"`
+	Op         string      `json:"op"`
+	ReceivedAt int64       `json:"received_at"`
+	Meta       [][2]string `json:"meta,omitempty"`
+	// Body is set when the body is not valid UTF-8; BodyText otherwise.
+	Body     []byte `json:"body,omitempty"`
+	BodyText string `json:"body_text,omitempty"`
+}
 
 // Entry is one quarantined item. Fields not relevant to a kind are empty.
 type Entry struct {
@@ -49,6 +68,11 @@ type Entry struct {
 	BodyText string `json:"body_text,omitempty"`
 	Panic    string `json:"panic,omitempty"`
 	Stack    string `json:"stack,omitempty"`
+
+	// The record, for KindRecord: where it was going and what happened.
+	Destination string    `json:"destination,omitempty"`
+	Attempts    []Attempt `json:"attempts,omitempty"`
+	Record      *Record   `json:"record,omitempty"`
 }
 
 // Options configure a Store. Zero values are the documented defaults.
