@@ -35,6 +35,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runServe(ctx, args, getenv, stdout, stderr)
 	case "spool":
 		return runSpool(ctx, args, stdout, stderr)
+	case "quarantine":
+		return runQuarantine(ctx, args, stdout, stderr)
+	case "replay":
+		return runReplay(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usageText)
 		return nil
@@ -48,6 +52,10 @@ Usage:
   trackd [serve] [flags]                       serve the Track API (default)
   trackd spool verify --data-dir DIR           check a stopped node's spool (exit 1 on damage)
   trackd spool dump --data-dir DIR [--limit N] print a stopped node's records as JSON lines
+  trackd quarantine list|show|replay|drop --data-dir DIR [--kind records|panics] [--all] [ID...]
+                                               inspect, resend or drop what a destination refused
+  trackd replay --data-dir DIR --since T [--until T] [--destination D]
+                                               resend records received in [T, T) still in the spool
   trackd help                                  this text
 `
 

@@ -7,6 +7,9 @@
 //
 // Delivery is at least once: a crash between a send and the cursor update
 // resends, and sinks make resends idempotent by the record ID.
+//
+// A record whose metadata has MetaDestination set (a replay aimed at one
+// destination) is delivered only by that destination's forwarder.
 package forward
 
 import (
@@ -23,6 +26,10 @@ import (
 	"github.com/trackd/trackd/internal/sink"
 	"github.com/trackd/trackd/internal/spool"
 )
+
+// MetaDestination is the metadata key that aims a record at one
+// destination only.
+const MetaDestination = "destination"
 
 // Quarantiner keeps a record that cannot be delivered. *quarantine.Store
 // implements it.
@@ -217,6 +224,17 @@ func (f *Forwarder) run(ctx context.Context, untilIdle bool) error {
 			f.update(func(s *Stats) { s.Waiting = false })
 		}
 		for err == nil {
+			if d, ok := rec.Get(MetaDestination); ok && d != f.name {
+				// Aimed at another destination: nothing to send, but the
+				// cursor may move past it.
+				if len(recs) == 0 {
+					acked = r.Pos()
+				} else {
+					ends[len(ends)-1] = r.Pos()
+				}
+				rec, err = r.TryNext()
+				continue
+			}
 			recs = append(recs, rec)
 			ends = append(ends, r.Pos())
 			if len(recs) == f.opts.BatchSize {

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trackd/trackd/internal/spool"
 	"github.com/trackd/trackd/internal/vfs"
 )
 
@@ -213,4 +214,34 @@ func (s *Store) Get(kind, id string) (Entry, error) {
 	defer f.Close()
 	err = json.NewDecoder(f).Decode(&e)
 	return e, err
+}
+
+// Delete removes one entry, durably.
+func (s *Store) Delete(kind, id string) error {
+	if strings.ContainsAny(id, "/.") || strings.ContainsAny(kind, "/.") || id == "" {
+		return fmt.Errorf("quarantine: bad id %q", id)
+	}
+	kdir := path.Join(s.dir, kind)
+	if err := s.fs.Remove(path.Join(kdir, id+".json")); err != nil {
+		return fmt.Errorf("quarantine: %w", err)
+	}
+	if err := s.fs.SyncDir(kdir); err != nil {
+		return fmt.Errorf("quarantine: %w", err)
+	}
+	s.mu.Lock()
+	s.n[kind]--
+	s.mu.Unlock()
+	return nil
+}
+
+// ToSpool returns the quarantined record as a spool record, to replay it.
+func (r *Record) ToSpool() spool.Record {
+	rec := spool.Record{ID: r.ID, Workspace: r.Workspace, Op: r.Op, ReceivedAt: r.ReceivedAt, Body: r.Body}
+	if r.BodyText != "" {
+		rec.Body = []byte(r.BodyText)
+	}
+	for _, kv := range r.Meta {
+		rec.Meta = append(rec.Meta, spool.KV{Key: kv[0], Value: kv[1]})
+	}
+	return rec
 }
