@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trackd/trackd/internal/forward"
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -156,6 +157,43 @@ func RegisterSpool(reg prometheus.Registerer, sp *spool.Spool, now func() time.T
 				return 1
 			}
 			return 0
+		}),
+	)
+}
+
+// RegisterForwarder registers one destination's forwarding metrics, read
+// from the forwarder and the spool at scrape time.
+func RegisterForwarder(reg prometheus.Registerer, f *forward.Forwarder, sp *spool.Spool, now func() time.Time) {
+	dest := f.Stats().Destination
+	labels := prometheus.Labels{"destination": dest}
+	counter := func(name, help string, v func(forward.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(v(f.Stats())) })
+	}
+	gauge := func(name, help string, v func(forward.Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return v(f.Stats()) })
+	}
+	reg.MustRegister(
+		counter("trackd_forward_delivered_total", "Records the destination acknowledged.", func(s forward.Stats) uint64 { return s.Delivered }),
+		counter("trackd_forward_retries_total", "Records sent again after a failed attempt.", func(s forward.Stats) uint64 { return s.Retries }),
+		counter("trackd_forward_failures_total", "Failed record sends (transient or permanent).", func(s forward.Stats) uint64 { return s.Failures }),
+		counter("trackd_forward_quarantined_total", "Records the destination refused for good, put in quarantine.", func(s forward.Stats) uint64 { return s.Quarantined }),
+		counter("trackd_forward_batches_total", "Batches sent.", func(s forward.Stats) uint64 { return s.Batches }),
+		gauge("trackd_forward_lag_bytes", "Spool bytes not yet acknowledged by the destination.", func(s forward.Stats) float64 {
+			return float64(sp.Behind(s.Cursor))
+		}),
+		gauge("trackd_forward_lag_seconds", "How far behind the destination is: 0 when caught up, else the age of the last acknowledged record (an upper bound).", func(s forward.Stats) float64 {
+			if s.Waiting || sp.Behind(s.Cursor) == 0 {
+				return 0
+			}
+			if s.LastDeliveredAt == 0 {
+				if st := sp.Stats(); st.OldestAt != 0 {
+					return now().Sub(time.Unix(0, st.OldestAt)).Seconds()
+				}
+				return 0
+			}
+			return now().Sub(time.Unix(0, s.LastDeliveredAt)).Seconds()
 		}),
 	)
 }

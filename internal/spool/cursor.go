@@ -154,3 +154,27 @@ func (s *Spool) Collect() (int, error) {
 	}
 	return len(gone), nil
 }
+
+// Behind returns how many data bytes of the spool lie after pos: a
+// destination's backlog when pos is its cursor.
+func (s *Spool) Behind(pos Position) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	off := max(pos.Offset, segmentHeaderSize)
+	for _, e := range s.sealed {
+		switch {
+		case e.Seq > pos.Seq:
+			n += e.Size - segmentHeaderSize
+		case e.Seq == pos.Seq:
+			n += max(0, e.Size-off)
+		}
+	}
+	switch {
+	case s.open.seq > pos.Seq:
+		n += s.open.size - segmentHeaderSize
+	case s.open.seq == pos.Seq:
+		n += max(0, s.open.size-off)
+	}
+	return n
+}

@@ -270,3 +270,34 @@ func TestRecordTooLarge(t *testing.T) {
 }
 
 var _ vfs.FS = vfs.OS{}
+
+func TestBehind(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{SegmentSize: 1 << 20, Sync: SyncNone})
+	defer s.Close()
+	for i := 0; i < 20000; i++ {
+		if err := s.Append(context.Background(), []Record{rec(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Stats()
+	if got, want := s.Behind(Position{}), st.Bytes-int64(st.Segments)*segmentHeaderSize; got != want {
+		t.Fatalf("Behind(start) = %d, want %d", got, want)
+	}
+	if got := s.Behind(st.Tail); got != 0 {
+		t.Fatalf("Behind(tail) = %d", got)
+	}
+	r := s.NewReader(Position{})
+	defer r.Close()
+	total := s.Behind(Position{})
+	var read int64
+	for i := 0; i < 12345; i++ {
+		got, err := r.TryNext()
+		if err != nil {
+			t.Fatal(err)
+		}
+		read += int64(frameHeaderSize + got.encodedSize())
+		if b := s.Behind(r.Pos()); b != total-read {
+			t.Fatalf("after %d records: Behind = %d, want %d", i+1, b, total-read)
+		}
+	}
+}
