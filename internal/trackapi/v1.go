@@ -512,12 +512,16 @@ func handleForm(ex *exchange) ([]spool.Record, *apiError) {
 	idents := 0
 	m = newMembers(data)
 	for k, v, ok := m.next(); ok; k, v, ok = m.next() {
-		if kind(v) != '"' {
+		// Form values are strings, except that data.id may be a number:
+		// the OpenAPI document's own "identify by id" example sends
+		// {"id": 12345}, and ids are numbers elsewhere too (merge).
+		isID := keyIs(k, "id")
+		if kind(v) != '"' && !(isID && kind(v) == '0') {
 			return nil, errType(fieldName("data", k), "a string")
 		}
-		if keyIs(k, "email") || keyIs(k, "id") {
+		if isID || keyIs(k, "email") {
 			idents++
-			if e := ex.identValueKey("data", k, v, false); e != nil {
+			if e := ex.identValueKey("data", k, v, isID); e != nil {
 				return nil, e
 			}
 		}
