@@ -33,6 +33,23 @@ type serveConfig struct {
 	RateLimit       float64
 	RateBurst       int
 	ShutdownTimeout time.Duration
+
+	// Forwarding to NATS JetStream: the embedded server unless NATSURL.
+	NATSListen     string
+	NATSURL        string
+	NATSSyncAlways bool
+	NATSCreds      string
+	NATSUser       string
+	NATSPassword   string
+	NATSToken      string
+	NATSTLSCA      string
+	NATSTLSCert    string
+	NATSTLSKey     string
+	NATSStream     string
+	NATSPrefix     string
+	NATSReplicas   int
+	NATSDedup      time.Duration
+	Forward        bool
 }
 
 // workspaceList is the repeatable --workspace SITE_ID:API_KEY flag.
@@ -108,6 +125,22 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second allowed per workspace (0: no limit)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, "rate limit burst (0: one second's worth)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful stop may take")
+
+	fs.BoolVar(&cfg.Forward, "forward", true, "forward stored records to NATS JetStream (false: store only)")
+	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server (JetStream under <data-dir>/jetstream)")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this external NATS server (or comma-separated seeds) instead of the embedded one")
+	fs.BoolVar(&cfg.NATSSyncAlways, "nats-sync-always", false, "make the embedded JetStream fsync every write before it acks it")
+	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "NATS credentials file")
+	fs.StringVar(&cfg.NATSUser, "nats-user", "", "NATS user")
+	fs.StringVar(&cfg.NATSPassword, "nats-password", "", "NATS password")
+	fs.StringVar(&cfg.NATSToken, "nats-token", "", "NATS token")
+	fs.StringVar(&cfg.NATSTLSCA, "nats-tls-ca", "", "CA bundle to verify the NATS server")
+	fs.StringVar(&cfg.NATSTLSCert, "nats-tls-cert", "", "client certificate for NATS mutual TLS")
+	fs.StringVar(&cfg.NATSTLSKey, "nats-tls-key", "", "client key for NATS mutual TLS")
+	fs.StringVar(&cfg.NATSStream, "nats-stream", "TRACKD", "JetStream stream (created if absent, verified if present)")
+	fs.StringVar(&cfg.NATSPrefix, "nats-subject-prefix", "trackd", "subject prefix: subjects are <prefix>.<region>.<workspace>.<operation>")
+	fs.IntVar(&cfg.NATSReplicas, "nats-replicas", 1, "stream replicas when trackd creates the stream (3 for a cluster)")
+	fs.DurationVar(&cfg.NATSDedup, "nats-dedup-window", 2*time.Minute, "JetStream duplicate window (resends after a crash are dropped within it)")
 }
 
 // envName is the environment variable for a flag.
@@ -255,6 +288,18 @@ func (c *serveConfig) validate() []string {
 	}
 	if c.ShutdownTimeout <= 0 {
 		p = append(p, "--shutdown-timeout: must be positive")
+	}
+	if c.NATSURL == "" {
+		checkAddr("nats-listen", c.NATSListen)
+	}
+	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
+		p = append(p, "--nats-replicas: 1 to 5")
+	}
+	if c.NATSDedup <= 0 {
+		p = append(p, "--nats-dedup-window: must be positive")
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		p = append(p, "--nats-tls-cert and --nats-tls-key go together")
 	}
 	return p
 }

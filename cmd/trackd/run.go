@@ -39,6 +39,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runQuarantine(ctx, args, stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args, stdout, stderr)
+	case "tail":
+		return runTail(ctx, args, getenv, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usageText)
 		return nil
@@ -56,6 +58,8 @@ Usage:
                                                inspect, resend or drop what a destination refused
   trackd replay --data-dir DIR --since T [--until T] [--destination D]
                                                resend records received in [T, T) still in the spool
+  trackd tail [--nats-url URL] [--count N] [--all] [--subject S]
+                                               print what the back end receives, as JSON lines
   trackd help                                  this text
 `
 

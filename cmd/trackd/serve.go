@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,16 +25,21 @@ import (
 
 	"github.com/trackd/trackd/internal/admin"
 	"github.com/trackd/trackd/internal/auth"
+	"github.com/trackd/trackd/internal/forward"
 	"github.com/trackd/trackd/internal/quarantine"
+	"github.com/trackd/trackd/internal/sink"
+	"github.com/trackd/trackd/internal/sink/jetstream"
 	"github.com/trackd/trackd/internal/spool"
 	"github.com/trackd/trackd/internal/trackapi"
 	"github.com/trackd/trackd/internal/vfs"
 )
 
 // runServe runs the server until ctx ends (SIGTERM / SIGINT), then stops in
-// order: readiness drops, the API listener stops accepting and in-flight
-// requests finish (bounded by --shutdown-timeout), retention stops, and the
-// spool closes (every queued append committed, lock released).
+// order: readiness drops; the API listener stops accepting and in-flight
+// requests finish and get their answers (bounded by --shutdown-timeout);
+// retention and the forwarders stop (each saving its cursor at the last
+// acknowledged record); the spool closes (every queued append committed,
+// lock released); the sinks close; the embedded NATS server stops last.
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := loadServeConfig(args, getenv, stderr)
 	if err != nil {
@@ -44,6 +50,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := vfs.MkdirAllSync(vfs.OS{}, cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	// The spool's lock makes sure no other trackd uses this data dir; take
+	// it before starting anything else on it.
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := admin.NewMetrics(reg)
@@ -75,6 +84,23 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	admin.RegisterSpool(reg, sp, time.Now)
 	if rep := sp.Report(); !rep.Clean() {
 		log.Warn("spool recovered with damage; see `trackd spool verify`", "damage", len(rep.Damage), "repairs", strings.Join(rep.Repairs, "; "))
+	}
+
+	// The back end: the embedded NATS JetStream server unless an external
+	// one is configured. It stops last (deferred first).
+	natsURL := cfg.NATSURL
+	if cfg.Forward && natsURL == "" {
+		emb, err := jetstream.StartEmbedded(jetstream.EmbeddedOptions{
+			Dir:        filepath.Join(cfg.DataDir, "jetstream"),
+			Listen:     cfg.NATSListen,
+			SyncAlways: cfg.NATSSyncAlways,
+			Logger:     log.With("component", "nats"),
+		})
+		if err != nil {
+			return fmt.Errorf("embedded NATS: %w", err)
+		}
+		defer emb.Shutdown()
+		natsURL = emb.ClientURL()
 	}
 
 	workspaces, created, err := loadWorkspaces(cfg)
@@ -139,6 +165,57 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	wg.Add(2)
 	go serve(srv, trackapi.WrapListener(ln))
 	go serve(adminSrv, adminLn)
+	// Forwarders: one per destination, each on its own cursor.
+	fwdCtx, stopForward := context.WithCancel(context.Background())
+	var fwdWG sync.WaitGroup
+	var sinks []sink.Sink
+	var sinksMu sync.Mutex
+	if cfg.Forward {
+		fwdWG.Add(1)
+		go func() {
+			defer fwdWG.Done()
+			jsOpts := jetstream.Options{
+				URL: natsURL,
+				ConnOptions: jetstream.ConnOptions{
+					CredsFile: cfg.NATSCreds, User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken,
+					TLSCAFile: cfg.NATSTLSCA, TLSCertFile: cfg.NATSTLSCert, TLSKeyFile: cfg.NATSTLSKey,
+				},
+				Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSPrefix, Replicas: cfg.NATSReplicas,
+				DuplicateWindow: cfg.NATSDedup, Logger: log.With("component", "jetstream"),
+			}
+			// The back end may be unreachable at start: the API serves
+			// anyway (records wait in the spool) and this keeps trying.
+			var js *jetstream.Sink
+			for attempt := 1; ; attempt++ {
+				var err error
+				if js, err = jetstream.New(fwdCtx, jsOpts); err == nil {
+					break
+				}
+				if fwdCtx.Err() != nil {
+					return
+				}
+				log.Error("cannot reach the NATS back end; records wait in the spool", "err", err, "attempt", attempt)
+				select {
+				case <-fwdCtx.Done():
+					return
+				case <-time.After(min(time.Duration(attempt)*time.Second, 30*time.Second)):
+				}
+			}
+			sinksMu.Lock()
+			sinks = append(sinks, js)
+			sinksMu.Unlock()
+			f, err := forward.New(forward.Options{Spool: sp, Sink: js, Quarantine: quar, Logger: log})
+			if err != nil {
+				log.Error("forwarder", "err", err)
+				return
+			}
+			admin.RegisterForwarder(reg, f, sp, time.Now)
+			if err := f.Run(fwdCtx); err != nil {
+				log.Error("forwarder stopped", "destination", js.Name(), "err", err)
+			}
+		}()
+	}
+
 	collectCtx, stopCollect := context.WithCancel(context.Background())
 	wg.Add(1)
 	go func() { // retention
@@ -157,7 +234,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}()
 	ready.Store(true)
-	printBanner(stdout, ln.Addr(), adminLn.Addr(), cfg, workspaces, created)
+	printBanner(stdout, ln.Addr(), adminLn.Addr(), natsURL, cfg, workspaces, created)
 	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "region", cfg.Region, "durability", cfg.Durability)
 
 	var runErr error
@@ -173,12 +250,19 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Error("API listener did not drain in time", "err", err)
 		srv.Close()
 	}
-	adminSrv.Shutdown(sctx)
 	stopCollect()
-	wg.Wait()
+	stopForward()
+	fwdWG.Wait()
 	if err := sp.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
+	sinksMu.Lock()
+	for _, s := range sinks {
+		s.Close()
+	}
+	sinksMu.Unlock()
+	adminSrv.Shutdown(sctx)
+	wg.Wait()
 	log.Info("stopped")
 	return runErr
 }
@@ -279,7 +363,7 @@ func randomHex(n int) string {
 
 // printBanner tells a newcomer where trackd listens and how to call it. The
 // API key is printed only when trackd has just created the workspace.
-func printBanner(w io.Writer, api, adminAddr net.Addr, cfg *serveConfig, ws []auth.Workspace, created bool) {
+func printBanner(w io.Writer, api, adminAddr net.Addr, natsURL string, cfg *serveConfig, ws []auth.Workspace, created bool) {
 	host := "127.0.0.1"
 	if a, ok := api.(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
 		host = a.IP.String()
@@ -291,6 +375,9 @@ func printBanner(w io.Writer, api, adminAddr net.Addr, cfg *serveConfig, ws []au
 	base := fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(port)))
 	fmt.Fprintf(w, "trackd: Track API listening on %s (region %s, durability %s)\n", api, cfg.Region, cfg.Durability)
 	fmt.Fprintf(w, "trackd: admin listening on %s (/metrics, /healthz, /readyz, /debug/pprof/)\n", adminAddr)
+	if natsURL != "" {
+		fmt.Fprintf(w, "trackd: forwarding to NATS JetStream at %s, stream %s, subjects %s.> (see events: trackd tail --nats-url %s)\n", redactURL(natsURL), cfg.NATSStream, cfg.NATSPrefix, redactURL(natsURL))
+	}
 	if created {
 		fmt.Fprintf(w, "trackd: created workspace (kept in %s)\n", filepath.Join(cfg.DataDir, workspacesFile))
 		fmt.Fprintf(w, "  site ID: %s\n  API key: %s\n", ws[0].SiteID, ws[0].APIKey)
@@ -303,4 +390,17 @@ func printBanner(w io.Writer, api, adminAddr net.Addr, cfg *serveConfig, ws []au
 		sites[i] = x.SiteID
 	}
 	fmt.Fprintf(w, "trackd: serving workspaces %s\n", strings.Join(sites, ", "))
+}
+
+// redactURL drops credentials from a URL (or comma-separated URLs) before
+// it is printed.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -22,7 +22,7 @@ func startServe(t *testing.T, dataDir string, extra ...string) (string, []string
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
 	done := make(chan error, 1)
 	go func() {
 		err := run(ctx, args, func(string) string { return "" }, pw, io.Discard)
@@ -149,7 +149,7 @@ func TestServeRefusesAHeldDataDir(t *testing.T) {
 	dataDir := t.TempDir()
 	_, _, stop := startServe(t, dataDir)
 	defer stop()
-	err := run(context.Background(), []string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir", dataDir},
+	err := run(context.Background(), []string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--data-dir", dataDir},
 		func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "another trackd is serving") {
 		t.Fatalf("second serve on the same data dir: %v", err)
