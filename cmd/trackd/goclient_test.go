@@ -1,4 +1,4 @@
-package trackapi_test
+package main
 
 import (
 	"context"
@@ -9,20 +9,19 @@ import (
 	customerio "github.com/customerio/go-customerio/v3"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/trackd/trackd/internal/auth"
 	"github.com/trackd/trackd/internal/spool"
 )
 
-// TestGoClient runs the official Go client, unchanged, against trackd. The
-// credentials contain characters that make its URL-safe base64 differ from
-// the standard alphabet.
+// TestGoClient runs the official Go client (go-customerio v3.10.0),
+// unchanged, against a real trackd (serve, with its spool), calls every
+// track method it has, and checks each call's records in the spool. The
+// credentials contain characters that make the client's URL-safe base64
+// differ from the standard alphabet.
 func TestGoClient(t *testing.T) {
 	const site, key = "abc", ">>>???"
-	f := newFixture(t, nil)
-	if err := f.dir.Replace([]auth.Workspace{{SiteID: site, APIKey: key}}); err != nil {
-		t.Fatal(err)
-	}
-	c := customerio.NewTrackClient(site, key, customerio.WithURL(f.srv.URL))
+	dataDir := t.TempDir()
+	base, _, stop := startServe(t, dataDir, "--workspace", site+":"+key, "--forward=false")
+	c := customerio.NewTrackClient(site, key, customerio.WithURL(base))
 	ctx := context.Background()
 	ts := time.Unix(1700000000, 0)
 
@@ -69,51 +68,53 @@ func TestGoClient(t *testing.T) {
 			[]want{{"v1.segment.remove", map[string]string{"segment_id": "7", "id_type": "id"}, `{"ids":["a"]}`}}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.call(); err != nil {
-				t.Fatalf("client error: %v", err)
-			}
-			recs := f.store.take()
-			if len(recs) != len(tt.want) {
-				t.Fatalf("stored %d records, want %d", len(recs), len(tt.want))
-			}
-			for i, w := range tt.want {
-				r := recs[i]
-				if r.Op != w.op || r.Workspace != site {
-					t.Errorf("op %q workspace %q, want %q %q", r.Op, r.Workspace, w.op, site)
-				}
-				m := metaMap(r)
-				for k, v := range w.meta {
-					if m[k] != v {
-						t.Errorf("meta[%s] = %q, want %q", k, m[k], v)
-					}
-				}
-				if m["user_agent"] == "" {
-					t.Error("no user_agent")
-				}
-				checkJSONEqual(t, w.body, r)
-			}
-		})
+		if err := tt.call(); err != nil {
+			stop()
+			t.Fatalf("%s: client error: %v", tt.name, err)
+		}
+	}
+	bad := customerio.NewTrackClient(site, "nope", customerio.WithURL(base))
+	err := bad.Identify("u1", nil)
+	if cerr, ok := err.(*customerio.CustomerIOError); !ok || cerr.StatusCode() != 401 {
+		t.Errorf("wrong key: err = %v, want a CustomerIOError 401", err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 
-	t.Run("wrong key is a CustomerIOError 401", func(t *testing.T) {
-		bad := customerio.NewTrackClient(site, "nope", customerio.WithURL(f.srv.URL))
-		err := bad.Identify("u1", nil)
-		cerr, ok := err.(*customerio.CustomerIOError)
-		if !ok || cerr.StatusCode() != 401 {
-			t.Fatalf("err = %v", err)
+	// The spool holds each call's records, in call order, and nothing else.
+	recs := readRecords(t, dataDir)
+	for _, tt := range tests {
+		for _, w := range tt.want {
+			if len(recs) == 0 {
+				t.Fatalf("%s: no record for %s in the spool", tt.name, w.op)
+			}
+			r := recs[0]
+			recs = recs[1:]
+			if r.Op != w.op || r.Workspace != site {
+				t.Errorf("%s: op %q workspace %q, want %q %q", tt.name, r.Op, r.Workspace, w.op, site)
+			}
+			for k, v := range w.meta {
+				if got, _ := r.Get(k); got != v {
+					t.Errorf("%s: meta[%s] = %q, want %q", tt.name, k, got, v)
+				}
+			}
+			if ua, _ := r.Get("user_agent"); ua == "" {
+				t.Errorf("%s: no user_agent", tt.name)
+			}
+			checkJSONEqual(t, tt.name, w.body, r)
 		}
-		if n := len(f.store.take()); n != 0 {
-			t.Errorf("stored %d", n)
-		}
-	})
+	}
+	if len(recs) != 0 {
+		t.Errorf("%d unexpected records in the spool, first %+v", len(recs), recs[0])
+	}
 }
 
-func checkJSONEqual(t *testing.T, want string, r spool.Record) {
+func checkJSONEqual(t *testing.T, name, want string, r spool.Record) {
 	t.Helper()
 	if want == "" {
 		if len(r.Body) != 0 {
-			t.Errorf("body = %q, want empty", r.Body)
+			t.Errorf("%s: body = %q, want empty", name, r.Body)
 		}
 		return
 	}
@@ -122,9 +123,9 @@ func checkJSONEqual(t *testing.T, want string, r spool.Record) {
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(r.Body, &g); err != nil {
-		t.Fatalf("stored body %q: %v", r.Body, err)
+		t.Fatalf("%s: stored body %q: %v", name, r.Body, err)
 	}
 	if diff := cmp.Diff(w, g); diff != "" {
-		t.Errorf("stored body (-want +got):\n%s", diff)
+		t.Errorf("%s: stored body (-want +got):\n%s", name, diff)
 	}
 }
