@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -189,7 +188,7 @@ func TestNodeClient(t *testing.T) {
 		t.Fatalf("the Node test's calls and this test's table differ:\nnode:  %q\ntable: %q", got, want)
 	}
 
-	recs := readAllRecords(t, dataDir)
+	recs := readRecords(t, dataDir)
 	used := make([]bool, len(recs))
 	nwant := 0
 	for _, c := range nodeCalls {
@@ -238,28 +237,6 @@ func TestNodeClient(t *testing.T) {
 	}
 }
 
-// readAllRecords reads a stopped server's spool from the start.
-func readAllRecords(t *testing.T, dataDir string) []spool.Record {
-	t.Helper()
-	s, err := spool.Open(spoolDir(dataDir), spool.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	r := s.NewReader(spool.Position{})
-	defer r.Close()
-	var recs []spool.Record
-	for {
-		rec, err := r.TryNext()
-		if errors.Is(err, spool.ErrNoMore) {
-			return recs
-		}
-		if err != nil {
-			t.Fatalf("reading the spool after %d records: %v", len(recs), err)
-		}
-		recs = append(recs, rec)
-	}
-}
 
 func metaMatches(r *spool.Record, want map[string]string) bool {
 	for k, v := range want {

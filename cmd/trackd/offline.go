@@ -18,11 +18,8 @@ import (
 // quarantine. It refuses, with a clear message, a data dir a running node
 // holds: the spool's lock says so.
 func openOffline(dataDir string, write bool) (*spool.Spool, *quarantine.Store, error) {
-	sp, err := spool.Open(spoolDir(dataDir), spool.Options{ReadOnly: !write})
+	sp, err := openOfflineSpool(dataDir, spool.Options{ReadOnly: !write})
 	if err != nil {
-		if errors.Is(err, spool.ErrLocked) {
-			return nil, nil, fmt.Errorf("%w: stop the node first; offline tools never touch a data dir a running node holds", err)
-		}
 		return nil, nil, err
 	}
 	q, err := quarantine.Open(filepath.Join(dataDir, "quarantine"), quarantine.Options{})
@@ -31,6 +28,16 @@ func openOffline(dataDir string, write bool) (*spool.Spool, *quarantine.Store, e
 		return nil, nil, err
 	}
 	return sp, q, nil
+}
+
+// openOfflineSpool opens a stopped node's spool with the same recovery code
+// the server runs, refusing a spool a running node holds.
+func openOfflineSpool(dataDir string, opts spool.Options) (*spool.Spool, error) {
+	sp, err := spool.Open(spoolDir(dataDir), opts)
+	if errors.Is(err, spool.ErrLocked) {
+		return nil, fmt.Errorf("%w: stop the node first; offline tools never touch a data dir a running node holds", err)
+	}
+	return sp, err
 }
 
 // runQuarantine is `trackd quarantine list|show|replay|drop`.

@@ -36,11 +36,8 @@ func runSpool(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	// Read-only, deep for verify: the same recovery code the server runs,
 	// reporting instead of repairing.
-	s, err := spool.Open(spoolDir(*dataDir), spool.Options{ReadOnly: true, Deep: sub == "verify"})
+	s, err := openOfflineSpool(*dataDir, spool.Options{ReadOnly: true, Deep: sub == "verify"})
 	if err != nil {
-		if errors.Is(err, spool.ErrLocked) {
-			return fmt.Errorf("%w: stop the node first; offline tools never touch a spool a running node holds", err)
-		}
 		return err
 	}
 	defer s.Close()
