@@ -49,3 +49,19 @@ func TestAttributesAndStructured(t *testing.T) {
 		t.Errorf("structured %s", Structured(&r))
 	}
 }
+
+func TestStructuredEscapes(t *testing.T) {
+	for _, v := range []string{"plain", `quote " and \ back`, "<tag>&", "ctl\x01\n", "ünïcödé 漢", "\xff invalid"} {
+		r := spool.Record{ID: "x", Workspace: "w", Op: "v1.event", Meta: []spool.KV{{Key: "user_agent", Value: v}}, Body: []byte(`{}`)}
+		var ev map[string]any
+		if err := json.Unmarshal(Structured(&r), &ev); err != nil {
+			t.Fatalf("%q: %v", v, err)
+		}
+		want, _ := json.Marshal(v)
+		var w string
+		json.Unmarshal(want, &w)
+		if ev["useragent"] != w {
+			t.Errorf("useragent %q, want %q", ev["useragent"], w)
+		}
+	}
+}

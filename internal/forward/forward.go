@@ -358,8 +358,12 @@ func (f *Forwarder) deliver(ctx context.Context, recs []spool.Record) bool {
 		if len(pending) == 0 {
 			return true
 		}
-		n := max(outages, attempts[offset])
-		if err := f.opts.Sleep(ctx, f.backoff(n)); err != nil {
+		d := f.backoff(max(outages, attempts[offset]))
+		var ra sink.RetryAfterer
+		if errors.As(errs[firstFail], &ra) {
+			d = max(d, ra.RetryAfter())
+		}
+		if err := f.opts.Sleep(ctx, d); err != nil {
 			return false
 		}
 	}

@@ -8,6 +8,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/trackd/trackd/internal/spool"
 )
@@ -58,4 +59,10 @@ func Fill(n int, err error) []error {
 		errs[i] = err
 	}
 	return errs
+}
+
+// RetryAfterer is implemented by errors that say how long the back end asked
+// to wait (HTTP Retry-After); the forwarder waits at least that long.
+type RetryAfterer interface {
+	RetryAfter() time.Duration
 }
