@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -50,6 +51,34 @@ type serveConfig struct {
 	NATSReplicas   int
 	NATSDedup      time.Duration
 	Forward        bool
+
+	// Forwarding over HTTP, when HTTPURL is set.
+	HTTPURL     string
+	HTTPMode    string
+	HTTPHeaders headerList
+	HTTPTimeout time.Duration
+}
+
+// headerList is the repeatable --http-header "Name: value" flag.
+type headerList []string
+
+func (h *headerList) String() string { return fmt.Sprintf("%d headers", len(*h)) }
+func (h *headerList) Set(v string) error {
+	name, value, ok := strings.Cut(v, ":")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("want \"Name: value\"")
+	}
+	*h = append(*h, strings.TrimSpace(name)+":"+strings.TrimSpace(value))
+	return nil
+}
+
+func (h headerList) values() map[string]string {
+	m := make(map[string]string, len(h))
+	for _, kv := range h {
+		name, value, _ := strings.Cut(kv, ":")
+		m[name] = value
+	}
+	return m
 }
 
 // workspaceList is the repeatable --workspace SITE_ID:API_KEY flag.
@@ -141,6 +170,11 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.StringVar(&cfg.NATSPrefix, "nats-subject-prefix", "trackd", "subject prefix: subjects are <prefix>.<region>.<workspace>.<operation>")
 	fs.IntVar(&cfg.NATSReplicas, "nats-replicas", 1, "stream replicas when trackd creates the stream (3 for a cluster)")
 	fs.DurationVar(&cfg.NATSDedup, "nats-dedup-window", 2*time.Minute, "JetStream duplicate window (resends after a crash are dropped within it)")
+
+	fs.StringVar(&cfg.HTTPURL, "http-url", "", "also forward to this HTTP endpoint (CloudEvents over HTTP)")
+	fs.StringVar(&cfg.HTTPMode, "http-mode", "batch", "batch (one POST of a CloudEvents JSON array per batch) or single (one POST per record)")
+	fs.Var(&cfg.HTTPHeaders, "http-header", "a header sent with every HTTP request, \"Name: value\" (repeatable; e.g. Authorization); never logged")
+	fs.DurationVar(&cfg.HTTPTimeout, "http-timeout", 10*time.Second, "timeout of one HTTP request")
 }
 
 // envName is the environment variable for a flag.
@@ -297,6 +331,17 @@ func (c *serveConfig) validate() []string {
 	}
 	if c.NATSDedup <= 0 {
 		p = append(p, "--nats-dedup-window: must be positive")
+	}
+	if c.HTTPURL != "" {
+		if u, err := url.Parse(c.HTTPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p = append(p, "--http-url: want an http:// or https:// URL")
+		}
+		if c.HTTPMode != "batch" && c.HTTPMode != "single" {
+			p = append(p, fmt.Sprintf("--http-mode %q: want batch or single", c.HTTPMode))
+		}
+		if c.HTTPTimeout <= 0 {
+			p = append(p, "--http-timeout: must be positive")
+		}
 	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		p = append(p, "--nats-tls-cert and --nats-tls-key go together")

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ import (
 	"github.com/trackd/trackd/internal/forward"
 	"github.com/trackd/trackd/internal/quarantine"
 	"github.com/trackd/trackd/internal/sink"
+	"github.com/trackd/trackd/internal/sink/httpsink"
 	"github.com/trackd/trackd/internal/sink/jetstream"
 	"github.com/trackd/trackd/internal/spool"
 	"github.com/trackd/trackd/internal/trackapi"
@@ -166,35 +168,48 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	go serve(srv, trackapi.WrapListener(ln))
 	go serve(adminSrv, adminLn)
 	// Forwarders: one per destination, each on its own cursor.
+	type destination struct {
+		name string
+		open func(context.Context) (sink.Sink, error)
+	}
+	var dests []destination
+	if cfg.Forward {
+		jsOpts := jetstream.Options{
+			URL: natsURL,
+			ConnOptions: jetstream.ConnOptions{
+				CredsFile: cfg.NATSCreds, User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken,
+				TLSCAFile: cfg.NATSTLSCA, TLSCertFile: cfg.NATSTLSCert, TLSKeyFile: cfg.NATSTLSKey,
+			},
+			Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSPrefix, Replicas: cfg.NATSReplicas,
+			DuplicateWindow: cfg.NATSDedup, Logger: log.With("component", "jetstream"),
+		}
+		dests = append(dests, destination{jetstream.DefaultName, func(ctx context.Context) (sink.Sink, error) { return jetstream.New(ctx, jsOpts) }})
+	}
+	if cfg.HTTPURL != "" {
+		httpOpts := httpsink.Options{URL: cfg.HTTPURL, Mode: cfg.HTTPMode, Headers: cfg.HTTPHeaders.values(), Timeout: cfg.HTTPTimeout,
+			Logger: log.With("component", "httpsink")}
+		dests = append(dests, destination{httpsink.DefaultName, func(context.Context) (sink.Sink, error) { return httpsink.New(httpOpts) }})
+	}
 	fwdCtx, stopForward := context.WithCancel(context.Background())
 	var fwdWG sync.WaitGroup
 	var sinks []sink.Sink
 	var sinksMu sync.Mutex
-	if cfg.Forward {
+	for _, d := range dests {
 		fwdWG.Add(1)
 		go func() {
 			defer fwdWG.Done()
-			jsOpts := jetstream.Options{
-				URL: natsURL,
-				ConnOptions: jetstream.ConnOptions{
-					CredsFile: cfg.NATSCreds, User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken,
-					TLSCAFile: cfg.NATSTLSCA, TLSCertFile: cfg.NATSTLSCert, TLSKeyFile: cfg.NATSTLSKey,
-				},
-				Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSPrefix, Replicas: cfg.NATSReplicas,
-				DuplicateWindow: cfg.NATSDedup, Logger: log.With("component", "jetstream"),
-			}
 			// The back end may be unreachable at start: the API serves
 			// anyway (records wait in the spool) and this keeps trying.
-			var js *jetstream.Sink
+			var sk sink.Sink
 			for attempt := 1; ; attempt++ {
 				var err error
-				if js, err = jetstream.New(fwdCtx, jsOpts); err == nil {
+				if sk, err = d.open(fwdCtx); err == nil {
 					break
 				}
 				if fwdCtx.Err() != nil {
 					return
 				}
-				log.Error("cannot reach the NATS back end; records wait in the spool", "err", err, "attempt", attempt)
+				log.Error("cannot set up the destination; records wait in the spool", "destination", d.name, "err", err, "attempt", attempt)
 				select {
 				case <-fwdCtx.Done():
 					return
@@ -202,18 +217,26 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 				}
 			}
 			sinksMu.Lock()
-			sinks = append(sinks, js)
+			sinks = append(sinks, sk)
 			sinksMu.Unlock()
-			f, err := forward.New(forward.Options{Spool: sp, Sink: js, Quarantine: quar, Logger: log})
+			f, err := forward.New(forward.Options{Spool: sp, Sink: sk, Quarantine: quar, Logger: log})
 			if err != nil {
-				log.Error("forwarder", "err", err)
+				log.Error("forwarder", "destination", d.name, "err", err)
 				return
 			}
 			admin.RegisterForwarder(reg, f, sp, time.Now)
 			if err := f.Run(fwdCtx); err != nil {
-				log.Error("forwarder stopped", "destination", js.Name(), "err", err)
+				log.Error("forwarder stopped", "destination", d.name, "err", err)
 			}
 		}()
+	}
+	// A cursor of a destination no longer configured holds back retention:
+	// say so (removing it is an operator's decision: the destination may
+	// only be disabled for a while).
+	for name := range sp.Cursors() {
+		if !slices.ContainsFunc(dests, func(d destination) bool { return d.name == name }) {
+			log.Warn("spool cursor of a destination that is not configured holds back retention; remove it with `trackd spool` tools once it is gone for good", "destination", name)
+		}
 	}
 
 	collectCtx, stopCollect := context.WithCancel(context.Background())

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -223,4 +224,38 @@ func TestServeCountsRejectionsByReasonAndWorkspace(t *testing.T) {
 		t.Fatalf("/readyz: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+func TestServeForwardsOverHTTP(t *testing.T) {
+	got := make(chan []map[string]any, 16)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var evs []map[string]any
+		if r.Header.Get("Authorization") != "Bearer s3cret" || json.NewDecoder(r.Body).Decode(&evs) != nil {
+			http.Error(w, "bad", 400)
+			return
+		}
+		got <- evs
+	}))
+	defer recv.Close()
+	base, _, stop := startServe(t, t.TempDir(), "--workspace", "s:k", "--forward=false",
+		"--http-url", recv.URL, "--http-header", "Authorization: Bearer s3cret")
+	defer stop()
+	req, _ := http.NewRequest("POST", base+"/api/v1/customers/42/events", strings.NewReader(`{"name":"bought"}`))
+	req.SetBasicAuth("s", "k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	select {
+	case evs := <-got:
+		if len(evs) != 1 || evs[0]["type"] != "io.customer.track.v1.event" || evs[0]["subject"] != "42" || evs[0]["data"].(map[string]any)["name"] != "bought" {
+			t.Fatalf("received %v", evs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("nothing forwarded over HTTP within 30s")
+	}
 }
