@@ -237,7 +237,6 @@ func TestNodeClient(t *testing.T) {
 	}
 }
 
-
 func metaMatches(r *spool.Record, want map[string]string) bool {
 	for k, v := range want {
 		got, ok := r.Get(k)
