@@ -240,9 +240,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 
 	collectCtx, stopCollect := context.WithCancel(context.Background())
-	wg.Add(1)
+	fwdWG.Add(1) // waited for before the spool closes, like the forwarders
 	go func() { // retention
-		defer wg.Done()
+		defer fwdWG.Done()
 		t := time.NewTicker(10 * time.Second)
 		defer t.Stop()
 		for {

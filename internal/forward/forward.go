@@ -183,9 +183,16 @@ func (f *Forwarder) Drain(ctx context.Context) error {
 
 func (f *Forwarder) run(ctx context.Context, untilIdle bool) error {
 	sp := f.opts.Spool
-	start, _ := sp.Cursor(f.name)
+	start, ok := sp.Cursor(f.name)
 	r := sp.NewReader(start)
 	defer r.Close()
+	if !ok {
+		// A new destination: its cursor holds back retention from now on,
+		// so nothing it has not acknowledged is deleted.
+		if err := sp.SetCursor(f.name, r.Pos()); err != nil {
+			return fmt.Errorf("forward %s: create cursor: %w", f.name, err)
+		}
+	}
 	acked := r.Pos()
 	saved := acked
 	lastSave := f.opts.Now()

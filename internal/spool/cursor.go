@@ -40,18 +40,22 @@ func (s *Spool) SetCursor(name string, pos Position) error {
 	if s.opts.ReadOnly {
 		return ErrReadOnly
 	}
+	s.cursorMu.Lock()
+	defer s.cursorMu.Unlock()
 	s.mu.Lock()
+	closing := s.closing
 	tail := Position{Seq: s.open.seq, Offset: s.open.size}
 	cur, ok := s.cursors[name]
 	s.mu.Unlock()
+	if closing {
+		return ErrClosed
+	}
 	if tail.Less(pos) {
 		return fmt.Errorf("spool: cursor %s: position %s is past the end %s", name, pos, tail)
 	}
 	if ok && pos.Less(cur.Position) {
 		return nil
 	}
-	s.cursorMu.Lock()
-	defer s.cursorMu.Unlock()
 	c := cursorFile{Name: name, Position: pos, UpdatedAt: s.opts.Now().UnixNano()}
 	if err := writeCursor(s.fs, s.dir, c); err != nil {
 		return fmt.Errorf("spool: cursor %s: %w", name, err)
@@ -68,11 +72,17 @@ func (s *Spool) SetCursor(name string, pos Position) error {
 // removed from the configuration, so that it no longer holds back
 // retention.
 func (s *Spool) RemoveCursor(name string) error {
+	if !ValidCursorName(name) {
+		return fmt.Errorf("spool: bad cursor name %q", name)
+	}
 	if s.opts.ReadOnly {
 		return ErrReadOnly
 	}
 	s.cursorMu.Lock()
 	defer s.cursorMu.Unlock()
+	if s.isClosing() {
+		return ErrClosed
+	}
 	if err := s.fs.Remove(path.Join(s.dir, cursorPrefix+name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -98,6 +108,10 @@ func (s *Spool) Collect() (int, error) {
 	s.metaMu.Lock()
 	defer s.metaMu.Unlock()
 	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return 0, ErrClosed
+	}
 	if len(s.cursors) == 0 || len(s.sealed) == 0 {
 		s.mu.Unlock()
 		return 0, nil
@@ -177,4 +191,10 @@ func (s *Spool) Behind(pos Position) int64 {
 		n += max(0, s.open.size-off)
 	}
 	return n
+}
+
+func (s *Spool) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }

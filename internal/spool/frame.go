@@ -50,6 +50,12 @@ func (e *frameError) Error() string { return e.reason }
 // too short for the frame it announces, and a *frameError for anything else
 // that is not a valid frame. It never allocates.
 func decodeFrame(b []byte) (typ byte, payload []byte, size int, err error) {
+	return decodeFrameLimit(b, MaxFramePayload)
+}
+
+// decodeFrameLimit is decodeFrame with another payload limit (metadata
+// files may be larger than a record frame).
+func decodeFrameLimit(b []byte, limit uint32) (typ byte, payload []byte, size int, err error) {
 	if len(b) == 0 {
 		return 0, nil, 0, errEnd
 	}
@@ -64,7 +70,7 @@ func decodeFrame(b []byte) (typ byte, payload []byte, size int, err error) {
 		return 0, nil, 0, errFrameType
 	}
 	n := binary.LittleEndian.Uint32(b[1:5])
-	if n > MaxFramePayload {
+	if n > limit {
 		return 0, nil, 0, errFrameTooLong
 	}
 	if uint64(len(b)-frameHeaderSize) < uint64(n) {

@@ -18,8 +18,10 @@ const (
 	cursorPrefix = "cursor."
 	tmpSuffix    = ".tmp"
 	damagedDir   = "damaged"
-	// maxMetaFile bounds what is read of a metadata file.
-	maxMetaFile = frameHeaderSize + MaxFramePayload
+	// maxMetaPayload bounds a metadata file's frame (a MANIFEST of ~500k
+	// sealed segments).
+	maxMetaPayload = 64 << 20
+	maxMetaFile    = frameHeaderSize + maxMetaPayload
 )
 
 // readFrameFile reads a metadata file holding one frame of type typ and
@@ -35,7 +37,7 @@ func readFrameFile(fsys vfs.FS, dir, name string, typ byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	gotTyp, payload, n, err := decodeFrame(b)
+	gotTyp, payload, n, err := decodeFrameLimit(b, maxMetaPayload)
 	switch {
 	case errors.Is(err, errEnd):
 		return nil, &CorruptionError{File: name, Reason: "empty or zeroed file"}
@@ -72,6 +74,9 @@ func writeManifest(fsys vfs.FS, dir string, m *manifest) error {
 	if err != nil {
 		return err
 	}
+	if len(b) > maxMetaPayload {
+		return fmt.Errorf("manifest of %d segments is %d bytes, over %d: use larger segments", len(m.Sealed), len(b), maxMetaPayload)
+	}
 	return vfs.WriteFileAtomic(fsys, dir, manifestName, appendFrame(nil, frameManifest, b))
 }
 
@@ -83,6 +88,9 @@ func readManifest(fsys vfs.FS, dir string) (*manifest, error) {
 	var m manifest
 	if err := json.Unmarshal(p, &m); err != nil {
 		return nil, &CorruptionError{File: manifestName, Offset: frameHeaderSize, Reason: "bad manifest: " + err.Error()}
+	}
+	if m.FirstSeq == 0 {
+		return nil, &CorruptionError{File: manifestName, Reason: "first_seq is 0"}
 	}
 	if m.Version != 1 {
 		return nil, &CorruptionError{File: manifestName, Reason: fmt.Sprintf("unsupported manifest version %d", m.Version)}

@@ -25,6 +25,11 @@ type Reader struct {
 	s   *Spool
 	pos Position // next frame to read
 
+	// pending holds the rest of a group decoded whole, pendingEnd the
+	// offset just past each of its records.
+	pending    []Record
+	pendingEnd []int64
+
 	f     vfs.File // segment pos.Seq, or nil
 	fseq  uint64
 	buf   []byte // bytes of segment fseq starting at file offset bufOff
@@ -99,6 +104,7 @@ func (r *Reader) moveTo(p Position) {
 		p.Offset = segmentHeaderSize
 	}
 	r.pos = p
+	r.pending, r.pendingEnd = r.pending[:0], r.pendingEnd[:0]
 	r.buf = r.buf[:0]
 	r.bufAt = p.Offset
 }
@@ -106,6 +112,9 @@ func (r *Reader) moveTo(p Position) {
 // next returns a record, or ErrNoMore with a channel closed at the next
 // commit.
 func (r *Reader) next() (Record, <-chan struct{}, error) {
+	if len(r.pending) > 0 {
+		return r.popPending(), nil, nil
+	}
 	for {
 		// Where does readable data end for pos.Seq?
 		s := r.s
@@ -149,36 +158,67 @@ func (r *Reader) next() (Record, <-chan struct{}, error) {
 			return Record{}, wait, ErrNoMore
 		}
 
-		// Decode a frame from the buffer, reading more as needed.
+		// Decode a whole group before returning any of it: a group is all
+		// or nothing (FORMAT.md §3), even where bytes rotted in a sealed
+		// segment the manifest vouched for.
 		rel := r.pos.Offset - r.bufAt
 		if rel < 0 || rel > int64(len(r.buf)) {
-			r.buf, r.bufAt, rel = r.buf[:0], r.pos.Offset, 0
+			r.buf, r.bufAt = r.buf[:0], r.pos.Offset
 		}
-		avail := r.buf[rel:min(int64(len(r.buf)), end-r.bufAt)]
-		typ, payload, n, err := decodeFrame(avail)
-		if err == errShortFrame || (err == errEnd && len(avail) == 0) {
-			if ferr := r.fill(end); ferr != nil {
-				return Record{}, nil, ferr
+		seq, at := r.pos.Seq, r.pos.Offset
+		name := segmentName(seq)
+		corrupt := func(off int64, reason string) (Record, <-chan struct{}, error) {
+			r.pending = r.pending[:0]
+			return Record{}, nil, &CorruptionError{Segment: seq, File: name, Offset: off, Reason: reason}
+		}
+		r.pending, r.pendingEnd = r.pending[:0], r.pendingEnd[:0]
+		for last := false; !last; {
+			if at >= end {
+				return corrupt(at, "group cut off by the end of the segment's data")
 			}
+			avail := r.buf[at-r.bufAt : min(int64(len(r.buf)), end-r.bufAt)]
+			typ, payload, n, err := decodeFrame(avail)
+			if err == errShortFrame || (err == errEnd && len(avail) == 0) {
+				if ferr := r.fill(end); ferr != nil {
+					r.pending = r.pending[:0]
+					return Record{}, nil, ferr
+				}
+				if r.pos.Seq != seq {
+					break // the segment went away under us; start over
+				}
+				continue
+			}
+			switch {
+			case err == errEnd:
+				return corrupt(at, "zeroed bytes before the end of data")
+			case err != nil:
+				return corrupt(at, err.Error())
+			case typ != frameRecord && typ != frameLast:
+				return corrupt(at, fmt.Sprintf("frame type %d in a segment", typ))
+			}
+			rec, err := decodeRecord(payload)
+			if err != nil {
+				return corrupt(at, "undecodable record: "+err.Error())
+			}
+			at += int64(n)
+			r.pending = append(r.pending, rec)
+			r.pendingEnd = append(r.pendingEnd, at)
+			last = typ == frameLast
+		}
+		if r.pos.Seq != seq || len(r.pending) == 0 {
+			r.pending = r.pending[:0]
 			continue
 		}
-		name := segmentName(r.pos.Seq)
-		if err != nil {
-			if err == errEnd {
-				err = &frameError{"zeroed bytes before the end of data"}
-			}
-			return Record{}, nil, &CorruptionError{Segment: r.pos.Seq, File: name, Offset: r.pos.Offset, Reason: err.Error()}
-		}
-		if typ != frameRecord && typ != frameLast {
-			return Record{}, nil, &CorruptionError{Segment: r.pos.Seq, File: name, Offset: r.pos.Offset, Reason: fmt.Sprintf("frame type %d in a segment", typ)}
-		}
-		rec, err := decodeRecord(payload)
-		if err != nil {
-			return Record{}, nil, &CorruptionError{Segment: r.pos.Seq, File: name, Offset: r.pos.Offset, Reason: "undecodable record: " + err.Error()}
-		}
-		r.pos.Offset += int64(n)
-		return rec, nil, nil
+		return r.popPending(), nil, nil
 	}
+}
+
+// popPending returns the next record of the decoded group and moves past it.
+func (r *Reader) popPending() Record {
+	rec := r.pending[0]
+	r.pos.Offset = r.pendingEnd[0]
+	r.pending, r.pendingEnd = r.pending[1:], r.pendingEnd[1:]
+	return rec
 }
 
 // fill reads more of segment pos.Seq into the buffer, up to end.

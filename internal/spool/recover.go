@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/trackd/trackd/internal/vfs"
@@ -149,7 +150,7 @@ func (s *Spool) recover() error {
 
 	// Unlisted segments are scanned: all but the last are sealed, the last
 	// is the open one.
-	nextSeq := lastSealed + 1
+	nextSeq := max(lastSealed, s.highestDamagedSeq()) + 1
 	if len(live) > 0 {
 		nextSeq = max(nextSeq, live[len(live)-1]+1)
 	}
@@ -174,6 +175,9 @@ func (s *Spool) recover() error {
 		rewrite = true
 	}
 	s.setSealedLocked(s.sealed)
+	if nextSeq != 0 {
+		nextSeq = max(nextSeq, s.highestDamagedSeq()+1)
+	}
 	s.firstSeq = man.FirstSeq
 	if len(s.sealed) > 0 {
 		s.firstSeq = min(s.firstSeq, s.sealed[0].Seq)
@@ -206,17 +210,26 @@ func (s *Spool) recover() error {
 	tail := Position{Seq: s.open.seq, Offset: s.open.size}
 	for _, n := range cursorNames {
 		c, err := readCursor(fsys, dir, n)
-		if err != nil {
-			if errors.As(err, &ce) {
-				ce.Reason += "; cursor ignored, its destination restarts from the oldest record"
-				rep.Damage = append(rep.Damage, ce)
-				continue
-			}
+		rewriteCursor := false
+		switch {
+		case errors.As(err, &ce):
+			// Its destination restarts from the oldest record, and the
+			// cursor keeps holding back retention meanwhile.
+			ce.Reason += "; cursor reset to the oldest record"
+			rep.Damage = append(rep.Damage, ce)
+			c, rewriteCursor = cursorFile{Name: n}, true
+		case err != nil:
 			return err
-		}
-		if tail.Less(c.Position) {
+		case tail.Less(c.Position):
 			damage(c.Seq, cursorPrefix+n, c.Offset, fmt.Sprintf("cursor %s is past the end of the spool %s; moved back to the end", c.Position, tail))
-			c.Position = tail
+			c.Position, rewriteCursor = tail, true
+		}
+		if rewriteCursor && !ro {
+			c.UpdatedAt = s.opts.Now().UnixNano()
+			if err := writeCursor(fsys, dir, c); err != nil {
+				return err
+			}
+			repaired("rewrote cursor %s at %s", n, c.Position)
 		}
 		s.cursors[n] = c
 		rep.Cursors[n] = c.Position
@@ -361,8 +374,7 @@ func (s *Spool) copyAside(f vfs.File, seq uint64, from, to int64, reason string)
 	if err := vfs.MkdirAllSync(s.fs, ddir, 0o755); err != nil {
 		return "", err
 	}
-	base := fmt.Sprintf("%020d-%d", seq, from)
-	out, err := s.fs.OpenFile(path.Join(ddir, base+".bin"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	base, out, err := s.createAside(ddir, fmt.Sprintf("%020d-%d", seq, from))
 	if err != nil {
 		return "", err
 	}
@@ -392,7 +404,11 @@ func (s *Spool) moveAside(seq uint64, reason string) error {
 	if err := vfs.MkdirAllSync(s.fs, ddir, 0o755); err != nil {
 		return err
 	}
-	base := fmt.Sprintf("%020d-0", seq)
+	base, out, err := s.createAside(ddir, fmt.Sprintf("%020d-0", seq))
+	if err != nil {
+		return err
+	}
+	out.Close() // a placeholder that reserves the name; the rename replaces it
 	note := fmt.Sprintf("segment %d, whole file: %s\n", seq, reason)
 	if err := vfs.WriteFileAtomic(s.fs, ddir, base+".txt", []byte(note)); err != nil {
 		return err
@@ -404,4 +420,40 @@ func (s *Spool) moveAside(seq uint64, reason string) error {
 		return err
 	}
 	return s.fs.SyncDir(s.dir)
+}
+
+// createAside creates a new file in damaged/ named base.bin, or base.N.bin
+// if that exists: damaged bytes kept earlier are never overwritten.
+func (s *Spool) createAside(ddir, base string) (string, vfs.File, error) {
+	name := base
+	for i := 1; ; i++ {
+		f, err := s.fs.OpenFile(path.Join(ddir, name+".bin"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err == nil {
+			return name, f, nil
+		}
+		if !errors.Is(err, os.ErrExist) || i > 1000 {
+			return "", nil, err
+		}
+		name = fmt.Sprintf("%s.%d", base, i)
+	}
+}
+
+// highestDamagedSeq returns the highest segment sequence number among the
+// files in damaged/, so a number moved aside is never used again.
+func (s *Spool) highestDamagedSeq() uint64 {
+	names, err := s.fs.ReadDir(path.Join(s.dir, damagedDir))
+	if err != nil {
+		return 0
+	}
+	var hi uint64
+	for _, n := range names {
+		digits, _, ok := strings.Cut(n, "-")
+		if !ok || len(digits) != 20 {
+			continue
+		}
+		if seq, err := strconv.ParseUint(digits, 10, 64); err == nil {
+			hi = max(hi, seq)
+		}
+	}
+	return hi
 }

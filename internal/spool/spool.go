@@ -215,7 +215,11 @@ func Open(dir string, opts Options) (*Spool, error) {
 	} else if _, err := s.fs.Stat(dir); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
-	lock, err := s.fs.Lock(path.Join(dir, lockName))
+	lockFn := s.fs.Lock
+	if opts.ReadOnly {
+		lockFn = s.fs.RLock // never creates anything in a read-only open
+	}
+	lock, err := lockFn(path.Join(dir, lockName))
 	if err != nil {
 		if errors.Is(err, vfs.ErrLocked) {
 			return nil, fmt.Errorf("open spool %s: %w (is trackd running on this data dir?)", dir, ErrLocked)
@@ -264,6 +268,11 @@ func (s *Spool) Append(ctx context.Context, recs []Record) error {
 	for i := range recs {
 		r := &recs[i]
 		n := r.encodedSize()
+		if len(r.Meta) > maxMetaPairs {
+			*bp = buf
+			bufPool.Put(bp)
+			return fmt.Errorf("record %d of %d: %d metadata pairs, at most %d: %w", i, len(recs), len(r.Meta), maxMetaPairs, ErrTooLarge)
+		}
 		if n > MaxFramePayload {
 			*bp = buf
 			bufPool.Put(bp)

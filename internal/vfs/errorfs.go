@@ -243,6 +243,14 @@ func (e *ErrorFS) Lock(name string) (io.Closer, error) {
 	return e.inner.Lock(name)
 }
 
+// RLock implements FS.
+func (e *ErrorFS) RLock(name string) (io.Closer, error) {
+	if err := e.check(OpLock, name); err != nil {
+		return nil, err
+	}
+	return e.inner.RLock(name)
+}
+
 // Free implements FS.
 func (e *ErrorFS) Free(name string) (uint64, error) {
 	if err := e.check(OpFree, name); err != nil {

@@ -428,6 +428,21 @@ func (m *MemFS) Lock(name string) (io.Closer, error) {
 	return l, nil
 }
 
+// RLock implements FS: it fails while an exclusive Lock on name is held,
+// and never creates the file. Shared holders are not tracked (they do not
+// exclude one another, and Lock does not wait for them).
+func (m *MemFS) RLock(name string) (io.Closer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.lookupLocked(name); err != nil {
+		return io.NopCloser(nil), nil
+	}
+	if _, held := m.locks[path.Clean("/"+name)]; held {
+		return nil, fmt.Errorf("lock %s: %w", name, ErrLocked)
+	}
+	return io.NopCloser(nil), nil
+}
+
 // Free implements FS: it reports the value set by SetFree.
 func (m *MemFS) Free(name string) (uint64, error) {
 	m.mu.Lock()

@@ -80,6 +80,25 @@ func (OS) Lock(name string) (io.Closer, error) {
 	return f, nil
 }
 
+// RLock implements FS with a shared flock(2) on a read-only descriptor.
+func (OS) RLock(name string) (io.Closer, error) {
+	f, err := os.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return io.NopCloser(nil), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("lock %s: %w", name, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock %s: %w", name, err)
+	}
+	return f, nil
+}
+
 // Free implements FS with statfs(2).
 func (OS) Free(name string) (uint64, error) {
 	var st syscall.Statfs_t

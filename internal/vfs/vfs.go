@@ -35,6 +35,12 @@ type FS interface {
 	// Lock takes an exclusive advisory lock on the named file, creating it
 	// if needed. It fails at once with ErrLocked if another holder has it.
 	Lock(name string) (io.Closer, error)
+	// RLock takes a shared lock on the named file for a reader that must
+	// not run beside an exclusive holder; it never creates the file (a
+	// missing file means there is no holder, and RLock returns a no-op
+	// Closer). It fails at once with ErrLocked if an exclusive holder has
+	// it.
+	RLock(name string) (io.Closer, error)
 	// Free reports the bytes available to an unprivileged writer on the
 	// filesystem that holds the named directory.
 	Free(name string) (uint64, error)
