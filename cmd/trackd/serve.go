@@ -241,7 +241,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 
 	collectCtx, stopCollect := context.WithCancel(context.Background())
 	fwdWG.Add(1) // waited for before the spool closes, like the forwarders
-	go func() { // retention
+	go func() {  // retention
 		defer fwdWG.Done()
 		t := time.NewTicker(10 * time.Second)
 		defer t.Stop()
