@@ -57,6 +57,20 @@ type serveConfig struct {
 	HTTPMode    string
 	HTTPHeaders headerList
 	HTTPTimeout time.Duration
+
+	// Forwarding to Kafka, when KafkaBrokers is set.
+	KafkaBrokers     string
+	KafkaTopic       string
+	KafkaCreateTopic bool
+	KafkaPartitions  int
+	KafkaReplication int
+	KafkaTLS         bool
+	KafkaTLSCA       string
+	KafkaTLSCert     string
+	KafkaTLSKey      string
+	KafkaSASL        string
+	KafkaUser        string
+	KafkaPassword    string
 }
 
 // headerList is the repeatable --http-header "Name: value" flag.
@@ -175,6 +189,19 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.StringVar(&cfg.HTTPMode, "http-mode", "batch", "batch (one POST of a CloudEvents JSON array per batch) or single (one POST per record)")
 	fs.Var(&cfg.HTTPHeaders, "http-header", "a header sent with every HTTP request, \"Name: value\" (repeatable; e.g. Authorization); never logged")
 	fs.DurationVar(&cfg.HTTPTimeout, "http-timeout", 10*time.Second, "timeout of one HTTP request")
+
+	fs.StringVar(&cfg.KafkaBrokers, "kafka-brokers", "", "also forward to Kafka: comma-separated seed brokers host:port")
+	fs.StringVar(&cfg.KafkaTopic, "kafka-topic", "trackd", "Kafka topic")
+	fs.BoolVar(&cfg.KafkaCreateTopic, "kafka-create-topic", false, "create the topic if it is missing")
+	fs.IntVar(&cfg.KafkaPartitions, "kafka-partitions", 0, "partitions when creating the topic (0: the broker's default)")
+	fs.IntVar(&cfg.KafkaReplication, "kafka-replication-factor", 0, "replication factor when creating the topic (0: the broker's default)")
+	fs.BoolVar(&cfg.KafkaTLS, "kafka-tls", false, "connect to Kafka over TLS")
+	fs.StringVar(&cfg.KafkaTLSCA, "kafka-tls-ca", "", "CA bundle to verify the brokers (implies --kafka-tls)")
+	fs.StringVar(&cfg.KafkaTLSCert, "kafka-tls-cert", "", "client certificate for Kafka mutual TLS")
+	fs.StringVar(&cfg.KafkaTLSKey, "kafka-tls-key", "", "client key for Kafka mutual TLS")
+	fs.StringVar(&cfg.KafkaSASL, "kafka-sasl", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+	fs.StringVar(&cfg.KafkaUser, "kafka-user", "", "SASL user")
+	fs.StringVar(&cfg.KafkaPassword, "kafka-password", "", "SASL password")
 }
 
 // envName is the environment variable for a flag.
@@ -341,6 +368,16 @@ func (c *serveConfig) validate() []string {
 		}
 		if c.HTTPTimeout <= 0 {
 			p = append(p, "--http-timeout: must be positive")
+		}
+	}
+	if c.KafkaBrokers != "" {
+		for _, b := range strings.Split(c.KafkaBrokers, ",") {
+			if _, _, err := net.SplitHostPort(strings.TrimSpace(b)); err != nil {
+				p = append(p, fmt.Sprintf("--kafka-brokers: %q is not host:port", b))
+			}
+		}
+		if c.KafkaPartitions < 0 || c.KafkaReplication < 0 || c.KafkaReplication > 32767 || c.KafkaPartitions > 1<<20 {
+			p = append(p, "--kafka-partitions, --kafka-replication-factor: out of range")
 		}
 	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {

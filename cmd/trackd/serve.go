@@ -31,6 +31,7 @@ import (
 	"github.com/trackd/trackd/internal/sink"
 	"github.com/trackd/trackd/internal/sink/httpsink"
 	"github.com/trackd/trackd/internal/sink/jetstream"
+	"github.com/trackd/trackd/internal/sink/kafka"
 	"github.com/trackd/trackd/internal/spool"
 	"github.com/trackd/trackd/internal/trackapi"
 	"github.com/trackd/trackd/internal/vfs"
@@ -189,6 +190,20 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		httpOpts := httpsink.Options{URL: cfg.HTTPURL, Mode: cfg.HTTPMode, Headers: cfg.HTTPHeaders.values(), Timeout: cfg.HTTPTimeout,
 			Logger: log.With("component", "httpsink")}
 		dests = append(dests, destination{httpsink.DefaultName, func(context.Context) (sink.Sink, error) { return httpsink.New(httpOpts) }})
+	}
+	if cfg.KafkaBrokers != "" {
+		var brokers []string
+		for _, b := range strings.Split(cfg.KafkaBrokers, ",") {
+			brokers = append(brokers, strings.TrimSpace(b))
+		}
+		kOpts := kafka.Options{
+			Brokers: brokers, Topic: cfg.KafkaTopic, CreateTopic: cfg.KafkaCreateTopic,
+			Partitions: int32(cfg.KafkaPartitions), ReplicationFactor: int16(cfg.KafkaReplication),
+			TLS:    kafka.TLSOptions{Enable: cfg.KafkaTLS || cfg.KafkaTLSCA != "", CAFile: cfg.KafkaTLSCA, CertFile: cfg.KafkaTLSCert, KeyFile: cfg.KafkaTLSKey},
+			SASL:   kafka.SASLOptions{Mechanism: cfg.KafkaSASL, User: cfg.KafkaUser, Password: cfg.KafkaPassword},
+			Logger: log.With("component", "kafka"),
+		}
+		dests = append(dests, destination{kafka.DefaultName, func(ctx context.Context) (sink.Sink, error) { return kafka.New(ctx, kOpts) }})
 	}
 	fwdCtx, stopForward := context.WithCancel(context.Background())
 	var fwdWG sync.WaitGroup

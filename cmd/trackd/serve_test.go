@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -257,5 +260,54 @@ func TestServeForwardsOverHTTP(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("nothing forwarded over HTTP within 30s")
+	}
+}
+
+func TestServeForwardsToKafka(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := strings.Join(cluster.ListenAddrs(), ",")
+	base, _, stop := startServe(t, t.TempDir(), "--workspace", "s:k", "--forward=false",
+		"--kafka-brokers", brokers, "--kafka-create-topic", "--kafka-partitions", "3")
+	defer stop()
+	req, _ := http.NewRequest("POST", base+"/api/v1/customers/42/events", strings.NewReader(`{"name":"bought"}`))
+	req.SetBasicAuth("s", "k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics("trackd"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatal("nothing forwarded to Kafka within 30s")
+		}
+		var got *kgo.Record
+		fs.EachRecord(func(r *kgo.Record) { got = r })
+		if got == nil {
+			continue
+		}
+		hdr := map[string]string{}
+		for _, h := range got.Headers {
+			hdr[h.Key] = string(h.Value)
+		}
+		if string(got.Value) != `{"name":"bought"}` || string(got.Key) != "s/42" || hdr["ce_type"] != "io.customer.track.v1.event" {
+			t.Fatalf("record key %q value %q headers %v", got.Key, got.Value, hdr)
+		}
+		return
 	}
 }
