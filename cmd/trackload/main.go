@@ -1,0 +1,47 @@
+// Command trackload is trackd's load generator and crash harness (DESIGN
+// §2.8, issue 5). It loads a Track API server as its users would (closed or
+// open loop, v1 track, v1 identify, v2 batch), reports throughput and
+// latency from an HDR histogram, writes the IDs of acknowledged events to an
+// oracle file, and checks an oracle against what the back end holds:
+//
+//	trackload run      load a server and report (the default subcommand)
+//	trackload verify   check an oracle file against the JetStream stream
+//	trackload compare  the same load against a plain net/http server and trackd, alternating
+//	trackload chaos    load trackd while SIGKILLing and restarting it, then verify
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode reports err and maps it to the exit codes of DESIGN §2.8: 0
+// success, 1 a check found a problem, 2 usage or configuration error.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "trackload: %v\n", err)
+		return 2
+	case errors.Is(err, errCheckFailed):
+		return 1 // the report already said what
+	default:
+		fmt.Fprintf(stderr, "trackload: %v\n", err)
+		return 1
+	}
+}
