@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/trackd/trackd/internal/cli"
 )
 
 // serveConfig is `trackd serve`'s configuration. Each field is a flag; each
@@ -211,12 +213,12 @@ func envName(flagName string) string {
 
 // loadServeConfig builds the configuration from flags, environment and the
 // config file, and validates it. Every problem is reported at once, as a
-// *usageError.
+// *cli.UsageError.
 func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer) (*serveConfig, error) {
 	cfg := &serveConfig{}
-	fs := newFlagSet("serve", stderr)
+	fs := cli.NewFlagSet("serve", stderr)
 	serveFlags(fs, cfg)
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	onCmdline := map[string]bool{}
@@ -270,7 +272,7 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	problems = append(problems, cfg.validate()...)
 	if len(problems) > 0 {
 		sort.Strings(problems)
-		return nil, &usageError{problems: problems}
+		return nil, &cli.UsageError{Problems: problems}
 	}
 	return cfg, nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/forward"
 	"github.com/trackd/trackd/internal/quarantine"
 	"github.com/trackd/trackd/internal/spool"
@@ -43,34 +44,34 @@ func openOfflineSpool(dataDir string, opts spool.Options) (*spool.Spool, error) 
 // runQuarantine is `trackd quarantine list|show|replay|drop`.
 func runQuarantine(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("quarantine: want a subcommand: list, show, replay or drop")
+		return cli.Usagef("quarantine: want a subcommand: list, show, replay or drop")
 	}
 	sub, args := args[0], args[1:]
-	fs := newFlagSet("quarantine "+sub, stderr)
+	fs := cli.NewFlagSet("quarantine "+sub, stderr)
 	dataDir := fs.String("data-dir", "./data", "trackd's data directory")
 	kind := fs.String("kind", quarantine.KindRecord, "records (refused by a destination) or panics (requests whose handling panicked)")
 	all := fs.Bool("all", false, "replay or drop every entry of the kind")
 	switch sub {
 	case "list", "show", "replay", "drop":
 	default:
-		return usagef("quarantine: unknown subcommand %q: want list, show, replay or drop", sub)
+		return cli.Usagef("quarantine: unknown subcommand %q: want list, show, replay or drop", sub)
 	}
 	if err := fs.Parse(args); err != nil {
-		return usagef("quarantine %s: %v", sub, err)
+		return cli.Usagef("quarantine %s: %v", sub, err)
 	}
 	ids := fs.Args()
 	if *kind != quarantine.KindRecord && *kind != quarantine.KindPanic {
-		return usagef("quarantine: --kind %q: want records or panics", *kind)
+		return cli.Usagef("quarantine: --kind %q: want records or panics", *kind)
 	}
 	switch {
 	case sub == "list" && len(ids) > 0:
-		return usagef("quarantine list: unexpected arguments %q", ids)
+		return cli.Usagef("quarantine list: unexpected arguments %q", ids)
 	case sub == "show" && len(ids) == 0:
-		return usagef("quarantine show: want one or more IDs")
+		return cli.Usagef("quarantine show: want one or more IDs")
 	case (sub == "replay" || sub == "drop") && len(ids) == 0 && !*all:
-		return usagef("quarantine %s: want IDs, or --all", sub)
+		return cli.Usagef("quarantine %s: want IDs, or --all", sub)
 	case sub == "replay" && *kind != quarantine.KindRecord:
-		return usagef("quarantine replay: only records can be replayed (a panicked request is evidence, not data)")
+		return cli.Usagef("quarantine replay: only records can be replayed (a panicked request is evidence, not data)")
 	}
 
 	sp, q, err := openOffline(*dataDir, sub == "replay")
@@ -166,12 +167,12 @@ func setMeta(meta []spool.KV, key, value string) []spool.KV {
 // holds, by appending copies (same IDs, so back ends that still have them
 // deduplicate) aimed at one destination or all.
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("replay", stderr)
+	fs := cli.NewFlagSet("replay", stderr)
 	dataDir := fs.String("data-dir", "./data", "trackd's data directory")
 	since := fs.String("since", "", "start of the range, RFC 3339 (inclusive)")
 	until := fs.String("until", "", "end of the range, RFC 3339 (exclusive; default now)")
 	dest := fs.String("destination", "", "resend to this destination only (default: all)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	var problems []string
@@ -192,7 +193,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		problems = append(problems, "--since must be before --until")
 	}
 	if len(problems) > 0 {
-		return &usageError{problems: problems}
+		return &cli.UsageError{Problems: problems}
 	}
 	sp, _, err := openOffline(*dataDir, true)
 	if err != nil {

@@ -2,26 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/trackd/trackd/internal/cli"
 )
-
-// usageError is a usage or configuration problem: exit code 2. It lists
-// every problem found, not just the first.
-type usageError struct{ problems []string }
-
-func (e *usageError) Error() string { return strings.Join(e.problems, "; ") }
-
-func usagef(format string, args ...any) error {
-	return &usageError{problems: []string{fmt.Sprintf(format, args...)}}
-}
-
-// errCheckFailed reports that a check (e.g. spool verify) found a problem
-// and has already said what: exit code 1.
-var errCheckFailed = errors.New("check failed")
 
 // run is trackd's entry point: everything main does, with its inputs and
 // outputs passed in so tests can call it.
@@ -45,7 +31,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usageText)
 		return nil
 	}
-	return usagef("unknown command %q (try `trackd help`)", cmd)
+	return cli.Usagef("unknown command %q (try `trackd help`)", cmd)
 }
 
 const usageText = `trackd: the Track API edge with a durable spool.
@@ -62,24 +48,3 @@ Usage:
                                                print what the back end receives, as JSON lines
   trackd help                                  this text
 `
-
-// newFlagSet returns a flag set that reports errors instead of exiting.
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-// parseFlags parses args, mapping flag errors to usage errors.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return usagef("%s: help requested", fs.Name())
-		}
-		return usagef("%s: %v", fs.Name(), err)
-	}
-	if fs.NArg() > 0 {
-		return usagef("%s: unexpected arguments %q", fs.Name(), fs.Args())
-	}
-	return nil
-}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/trackd/trackd/internal/admin"
 	"github.com/trackd/trackd/internal/auth"
+	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/forward"
 	"github.com/trackd/trackd/internal/quarantine"
 	"github.com/trackd/trackd/internal/sink"
@@ -112,7 +113,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	dir, err := auth.NewDirectory(workspaces)
 	if err != nil {
-		return &usageError{problems: []string{err.Error()}}
+		return &cli.UsageError{Problems: []string{err.Error()}}
 	}
 
 	api, err := trackapi.New(trackapi.Options{
@@ -385,7 +386,7 @@ func loadWorkspaces(cfg *serveConfig) (ws []auth.Workspace, created bool, err er
 		Workspaces []storedWorkspace `json:"workspaces"`
 	}
 	if err := json.Unmarshal(b, &f); err != nil || len(f.Workspaces) == 0 {
-		return nil, false, &usageError{problems: []string{fmt.Sprintf("%s: want {\"workspaces\":[{\"site_id\":...,\"api_key\":...}]}", name)}}
+		return nil, false, &cli.UsageError{Problems: []string{fmt.Sprintf("%s: want {\"workspaces\":[{\"site_id\":...,\"api_key\":...}]}", name)}}
 	}
 	for _, w := range f.Workspaces {
 		ws = append(ws, auth.Workspace{SiteID: w.SiteID, APIKey: w.APIKey, Region: w.Region})

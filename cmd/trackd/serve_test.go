@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -118,7 +119,7 @@ func TestServeConfigProblemsReportedAtOnce(t *testing.T) {
 	var out strings.Builder
 	err := run(context.Background(), []string{"serve", "--config", cfgFile, "--listen", "nope", "--admin-listen", "0.0.0.0:9"},
 		func(k string) string { return env[k] }, &out, &out)
-	if code := exitCode(err, &out); code != 2 {
+	if code := cli.ExitCode("trackd", err, &out); code != 2 {
 		t.Fatalf("exit %d, want 2: %v", code, err)
 	}
 	msg := err.Error()

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -18,10 +19,10 @@ func spoolDir(dataDir string) string { return filepath.Join(dataDir, "spool") }
 
 func runSpool(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("spool: want a subcommand: verify or dump")
+		return cli.Usagef("spool: want a subcommand: verify or dump")
 	}
 	sub, args := args[0], args[1:]
-	fs := newFlagSet("spool "+sub, stderr)
+	fs := cli.NewFlagSet("spool "+sub, stderr)
 	dataDir := fs.String("data-dir", "./data", "trackd's data directory")
 	var limit *int
 	switch sub {
@@ -29,9 +30,9 @@ func runSpool(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "dump":
 		limit = fs.Int("limit", 0, "print at most N records (0: all)")
 	default:
-		return usagef("spool: unknown subcommand %q: want verify or dump", sub)
+		return cli.Usagef("spool: unknown subcommand %q: want verify or dump", sub)
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	// Read-only, deep for verify: the same recovery code the server runs,
@@ -72,7 +73,7 @@ func spoolVerify(s *spool.Spool, w io.Writer) error {
 	for _, d := range rep.Damage {
 		fmt.Fprintf(w, "damage: %s offset %d: %s\n", d.File, d.Offset, d.Reason)
 	}
-	return errCheckFailed
+	return cli.ErrCheckFailed
 }
 
 // dumpLine is one record in `trackd spool dump` output.
@@ -101,7 +102,7 @@ func spoolDump(ctx context.Context, s *spool.Spool, limit int, w io.Writer) erro
 		switch {
 		case errors.Is(err, spool.ErrNoMore):
 			if damaged {
-				return errCheckFailed
+				return cli.ErrCheckFailed
 			}
 			return nil
 		case errors.As(err, &ce):

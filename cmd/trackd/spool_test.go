@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -46,7 +47,7 @@ func writeSpool(t *testing.T, dataDir string, n int) {
 func runCmd(args ...string) (string, int) {
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), args, func(string) string { return "" }, &out, &errOut)
-	code := exitCode(err, &errOut)
+	code := cli.ExitCode("trackd", err, &errOut)
 	return out.String() + errOut.String(), code
 }
 

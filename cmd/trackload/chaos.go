@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/trackd/trackd/internal/cli"
 )
 
 // chaosResult is what a chaos run did and found.
@@ -30,7 +32,7 @@ type chaosResult struct {
 // Every wait is bounded: a start by --start-timeout, the stream check by
 // --verify-timeout, the whole run by --timeout.
 func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("chaos", stderr)
+	fs := cli.NewFlagSet("chaos", stderr)
 	bin := fs.String("trackd-bin", "", "trackd binary to run (required)")
 	kills := fs.Int("kills", 10, "how many times to SIGKILL and restart trackd")
 	minIv := fs.Duration("min-interval", 100*time.Millisecond, "shortest time a trackd serves before it is killed")
@@ -46,7 +48,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	startTimeout := fs.Duration("start-timeout", 60*time.Second, "bound on each trackd start")
 	verifyTimeout := fs.Duration("verify-timeout", 60*time.Second, "bound on waiting for the acknowledged events in the stream")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	var p problems
@@ -192,7 +194,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if res.Acknowledged == 0 {
 		fmt.Fprintln(stderr, "trackload: chaos: no event was acknowledged: nothing was checked")
-		return errCheckFailed
+		return cli.ErrCheckFailed
 	}
 	return verdict(vr, false)
 }

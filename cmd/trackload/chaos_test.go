@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trackd/trackd/internal/cli"
 )
 
 // buildTrackd builds cmd/trackd into a temp dir.
@@ -54,13 +56,13 @@ func TestChaos(t *testing.T) {
 func TestChaosUsage(t *testing.T) {
 	err := run(context.Background(), []string{"chaos", "--kills", "-1", "--min-interval", "2s", "--max-interval", "1s", "--op", "identify"},
 		os.Getenv, io.Discard, io.Discard)
-	var ue *usageError
-	if code := exitCode(err, io.Discard); code != 2 || !strings.Contains(err.Error(), "--trackd-bin") {
+	var ue *cli.UsageError
+	if code := cli.ExitCode("trackload", err, io.Discard); code != 2 || !strings.Contains(err.Error(), "--trackd-bin") {
 		t.Errorf("err %v, exit %d; want a usage error listing every problem", err, code)
-	} else if e, ok := err.(*usageError); ok {
+	} else if e, ok := err.(*cli.UsageError); ok {
 		ue = e
-		if len(ue.problems) != 4 {
-			t.Errorf("problems: %q", ue.problems)
+		if len(ue.Problems) != 4 {
+			t.Errorf("problems: %q", ue.Problems)
 		}
 	}
 }

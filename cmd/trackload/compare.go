@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/trackd/trackd/internal/cli"
 )
 
 // plainServer is the baseline of every whole-server figure: a plain
@@ -98,13 +100,13 @@ type compareResult struct {
 // trackd, plain, trackd, …) so that both see the same machine weather, and
 // reports each round's ratio and its spread.
 func runCompare(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("compare", stderr)
+	fs := cli.NewFlagSet("compare", stderr)
 	var f loadFlags
 	addLoadFlags(fs, &f)
 	rounds := fs.Int("rounds", 3, "rounds (each: plain, then trackd)")
 	bin := fs.String("trackd-bin", "", "start this trackd binary as a child on free ports with a temp data dir (default: use --url)")
 	extra := fs.String("trackd-args", "", "more `trackd serve` flags for --trackd-bin, space-separated (e.g. \"--forward=false\")")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	var p problems
@@ -122,9 +124,9 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	o, err := f.options(*bin == "")
 	if err != nil {
-		var ue *usageError
+		var ue *cli.UsageError
 		if errors.As(err, &ue) {
-			p = append(p, ue.problems...)
+			p = append(p, ue.Problems...)
 		}
 	}
 	if err := p.err(); err != nil {

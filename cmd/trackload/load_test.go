@@ -22,6 +22,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/ulid"
 )
 
@@ -389,7 +390,7 @@ func TestLoopbackOnly(t *testing.T) {
 	// Through the command: a usage error (exit 2), and nothing sent.
 	err := run(context.Background(), []string{"run", "--url", "http://192.0.2.1:8080", "--site", "s", "--key", "k"},
 		os.Getenv, io.Discard, io.Discard)
-	if code := exitCode(err, io.Discard); code != 2 || !strings.Contains(err.Error(), "non-loopback") {
+	if code := cli.ExitCode("trackload", err, io.Discard); code != 2 || !strings.Contains(err.Error(), "non-loopback") {
 		t.Errorf("remote target: err %v, exit %d; want exit 2 refusing it", err, code)
 	}
 }
@@ -397,8 +398,8 @@ func TestLoopbackOnly(t *testing.T) {
 func TestUsageProblemsReportedTogether(t *testing.T) {
 	err := run(context.Background(), []string{"run", "--mode", "sideways", "--op", "nope", "--conns", "0"},
 		os.Getenv, io.Discard, io.Discard)
-	var ue *usageError
-	if !errors.As(err, &ue) || len(ue.problems) < 4 {
+	var ue *cli.UsageError
+	if !errors.As(err, &ue) || len(ue.Problems) < 4 {
 		t.Fatalf("err = %v; want every problem (mode, op, conns, credentials)", err)
 	}
 }

@@ -12,36 +12,16 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/trackd/trackd/internal/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
-	os.Exit(exitCode(err, os.Stderr))
-}
-
-// exitCode reports err and maps it to the exit codes of DESIGN §2.8: 0
-// success, 1 a check found a problem, 2 usage or configuration error.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return 0
-	}
-	var ue *usageError
-	switch {
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "trackload: %v\n", err)
-		return 2
-	case errors.Is(err, errCheckFailed):
-		return 1 // the report already said what
-	default:
-		fmt.Fprintf(stderr, "trackload: %v\n", err)
-		return 1
-	}
+	os.Exit(cli.ExitCode("trackload", err, os.Stderr))
 }

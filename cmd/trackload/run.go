@@ -2,22 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/trackd/trackd/internal/cli"
 )
-
-// usageError is a usage or configuration problem: exit code 2. It lists
-// every problem found, not just the first.
-type usageError struct{ problems []string }
-
-func (e *usageError) Error() string { return strings.Join(e.problems, "; ") }
-
-func usagef(format string, args ...any) error {
-	return &usageError{problems: []string{fmt.Sprintf(format, args...)}}
-}
 
 // problems collects usage problems so that all are reported at once.
 type problems []string
@@ -28,12 +18,8 @@ func (p problems) err() error {
 	if len(p) == 0 {
 		return nil
 	}
-	return &usageError{problems: p}
+	return &cli.UsageError{Problems: p}
 }
-
-// errCheckFailed reports that a check (verify, chaos) found a problem and
-// has already printed what: exit code 1.
-var errCheckFailed = errors.New("trackload: check failed")
 
 // run is trackload's entry point: everything main does, with its inputs and
 // outputs passed in so tests can call it.
@@ -55,7 +41,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usageText)
 		return nil
 	}
-	return usagef("unknown command %q (try `trackload help`)", cmd)
+	return cli.Usagef("unknown command %q (try `trackload help`)", cmd)
 }
 
 const usageText = `trackload: load generator and crash harness for trackd.
@@ -84,24 +70,3 @@ Load flags:
 
 Run 'trackload <command> -h' for every flag of a command.
 `
-
-// newFlagSet returns a flag set that reports errors instead of exiting.
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-// parseFlags parses args, mapping flag errors to usage errors.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return usagef("%s: help requested", fs.Name())
-		}
-		return usagef("%s: %v", fs.Name(), err)
-	}
-	if fs.NArg() > 0 {
-		return usagef("%s: unexpected arguments %q", fs.Name(), fs.Args())
-	}
-	return nil
-}

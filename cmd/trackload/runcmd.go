@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/trackd/trackd/internal/cli"
 )
 
 // defaultDuration bounds a run given neither --duration nor --requests.
@@ -169,10 +171,10 @@ func readWorkspace(dir string) (site, key string, err error) {
 
 // runRun is `trackload run`: one load, one report.
 func runRun(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", stderr)
+	fs := cli.NewFlagSet("run", stderr)
 	var f loadFlags
 	addLoadFlags(fs, &f)
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	o, err := f.options(true)
@@ -192,7 +194,7 @@ func runRun(ctx context.Context, args []string, getenv func(string) string, stdo
 			if orc != nil {
 				orc.Close()
 			}
-			return usagef("--pid %d: %v", f.pid, err)
+			return cli.Usagef("--pid %d: %v", f.pid, err)
 		}
 	}
 	res, err := runLoad(ctx, o)

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/ulid"
 )
 
@@ -187,7 +188,7 @@ func printVerify(w io.Writer, r *verifyResult) {
 
 // runVerify is `trackload verify`.
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("verify", stderr)
+	fs := cli.NewFlagSet("verify", stderr)
 	oracle := fs.String("oracle", "", "oracle file (one acknowledged ULID per line)")
 	var o verifyOptions
 	fs.StringVar(&o.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server")
@@ -195,11 +196,11 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.DurationVar(&o.Timeout, "timeout", 60*time.Second, "how long to wait for the oracle's IDs to arrive")
 	strict := fs.Bool("strict", false, "also fail (exit 1) on duplicates and out-of-order events")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *oracle == "" {
-		return usagef("verify: --oracle FILE is required")
+		return cli.Usagef("verify: --oracle FILE is required")
 	}
 	ids, torn, err := readOracle(*oracle)
 	if err != nil {
@@ -224,11 +225,11 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return verdict(res, *strict)
 }
 
-// verdict maps a verify result to errCheckFailed: any loss, and with strict
+// verdict maps a verify result to cli.ErrCheckFailed: any loss, and with strict
 // any duplicate or out-of-order event.
 func verdict(r *verifyResult, strict bool) error {
 	if r.Lost > 0 || (strict && (r.Duplicated > 0 || r.OutOfOrder > 0)) {
-		return errCheckFailed
+		return cli.ErrCheckFailed
 	}
 	return nil
 }

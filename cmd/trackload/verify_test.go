@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/sink/jetstream"
 	"github.com/trackd/trackd/internal/ulid"
 )
@@ -145,7 +146,7 @@ func TestVerify(t *testing.T) {
 			var out strings.Builder
 			err = run(ctx, []string{"verify", "--oracle", file, "--nats-url", url, "--stream", stream, "--timeout", "1s"},
 				os.Getenv, &out, io.Discard)
-			if code, want := exitCode(err, io.Discard), map[bool]int{false: 0, true: 1}[tt.fails]; code != want {
+			if code, want := cli.ExitCode("trackload", err, io.Discard), map[bool]int{false: 0, true: 1}[tt.fails]; code != want {
 				t.Errorf("verify command: exit %d (%v), want %d:\n%s", code, err, want, out.String())
 			}
 			if !strings.Contains(out.String(), fmt.Sprintf("lost       %d\n", tt.want.Lost)) {
