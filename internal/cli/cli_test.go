@@ -24,7 +24,7 @@ func TestExitCodeAndParseFlags(t *testing.T) {
 			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.code)
 		}
 	}
-	if !strings.Contains(out.String(), "prog: a; b") || strings.Contains(out.String(), "check failed") {
+	if !strings.Contains(out.String(), "prog: wrapped: a; b") || strings.Contains(out.String(), "check failed") {
 		t.Errorf("stderr: %q", out.String())
 	}
 	fs := NewFlagSet("x", io.Discard)
