@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trackd/trackd/internal/sink/sinktest"
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -57,14 +58,5 @@ func BenchmarkSend(b *testing.B) {
 	}
 }
 
-// benchRecords returns n records with ~300-byte v1 event bodies.
-func benchRecords(n int) []spool.Record {
-	recs := testRecords(0, n)
-	for i := range recs {
-		recs[i].Op = "v1.event"
-		recs[i].Body = fmt.Appendf(nil, `{"name":"purchase","data":{"order_id":"ord-%08d","amount":129.95,"currency":"EUR",`+
-			`"items":[{"sku":"SKU-1042","qty":2},{"sku":"SKU-2210","qty":1}],"coupon":"SPRING25",`+
-			`"page":"https://shop.example.com/checkout/complete?ref=newsletter","ab":"variant-b"},"timestamp":1735787045}`, i)
-	}
-	return recs
-}
+// benchRecords returns the shared sink benchmark records.
+func benchRecords(n int) []spool.Record { return sinktest.BenchRecords(n) }

@@ -2,8 +2,6 @@ package jetstream
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +9,7 @@ import (
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trackd/trackd/internal/envelope"
+	"github.com/trackd/trackd/internal/sink/sinktest"
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -93,41 +92,6 @@ func readStream(t testing.TB, url, stream string) []*natsjs.RawStreamMsg {
 	return msgs
 }
 
-var ops = []string{"v1.identify", "v1.event", "v2.person.event", "v1.delete", "v1.device.add"}
-
-// testRecords returns n records numbered from first, over a few
-// workspaces (one with characters NATS treats specially), operations and
-// persons; v1.delete has no body.
-func testRecords(first, n int) []spool.Record {
-	recs := make([]spool.Record, 0, n)
-	for i := first; i < first+n; i++ {
-		op := ops[i%len(ops)]
-		ws := []string{"46be54768e7d49ab2628", "site.two", "site three"}[i%3]
-		r := spool.Record{
-			ID:         fmt.Sprintf("01JD%022d", i),
-			Workspace:  ws,
-			Op:         op,
-			ReceivedAt: time.Date(2025, 1, 2, 3, 4, 5, i, time.UTC).UnixNano(),
-			Meta: []spool.KV{
-				{Key: "region", Value: "us"},
-				{Key: "api", Value: op[:2]},
-				{Key: "identifier", Value: fmt.Sprintf("person-%d", i%7)},
-				{Key: "request_id", Value: fmt.Sprintf("req-%d", i)},
-				{Key: "user_agent", Value: "Customer.io Go Client/3.10.0 (+ tests)"},
-				{Key: "client_ip", Value: "192.0.2.7"},
-				{Key: "timestamp", Value: "1735787045"},
-			},
-		}
-		if op != "v1.delete" {
-			// Pad to ~300 bytes, with whitespace and escapes kept as sent.
-			pad := strings.Repeat("x", 180)
-			r.Body = fmt.Appendf(nil, "{\"name\": \"event-%d\",\n \"data\":{\"n\":%d,\"s\":\"\\u00e9\u6f22 \\\"q\\\" <&>\",\"pad\":%q}}", i, i, pad)
-		}
-		recs = append(recs, r)
-	}
-	return recs
-}
-
 // wantHeader is the header a record's message must carry.
 func wantHeader(r *spool.Record) nats.Header {
 	h := nats.Header{"Nats-Msg-Id": {r.ID}}
@@ -149,3 +113,6 @@ func sendAll(t testing.TB, s *Sink, recs []spool.Record) {
 		}
 	}
 }
+
+// testRecords returns the shared sink test records.
+func testRecords(first, n int) []spool.Record { return sinktest.Records(first, n) }

@@ -2,9 +2,7 @@ package kafka
 
 import (
 	"context"
-	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/trackd/trackd/internal/envelope"
+	"github.com/trackd/trackd/internal/sink/sinktest"
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -135,40 +134,6 @@ func header(r *kgo.Record, k string) (string, bool) {
 	return "", false
 }
 
-var ops = []string{"v1.identify", "v1.event", "v2.person.event", "v1.delete", "v1.device.add"}
-
-// testRecords returns n records numbered from first, over a few
-// workspaces, operations and 7 persons; v1.delete has no body.
-func testRecords(first, n int) []spool.Record {
-	recs := make([]spool.Record, 0, n)
-	for i := first; i < first+n; i++ {
-		op := ops[i%len(ops)]
-		ws := []string{"46be54768e7d49ab2628", "site.two", "site three"}[i%3]
-		r := spool.Record{
-			ID:         fmt.Sprintf("01JD%022d", i),
-			Workspace:  ws,
-			Op:         op,
-			ReceivedAt: time.Date(2025, 1, 2, 3, 4, 5, i, time.UTC).UnixNano(),
-			Meta: []spool.KV{
-				{Key: "region", Value: "us"},
-				{Key: "api", Value: op[:2]},
-				{Key: "identifier", Value: fmt.Sprintf("person-%d", i%7)},
-				{Key: "request_id", Value: fmt.Sprintf("req-%d", i)},
-				{Key: "user_agent", Value: " Customer.io Go Client/3.10.0 (+ tests) "},
-				{Key: "client_ip", Value: "192.0.2.7"},
-				{Key: "timestamp", Value: "1735787045"},
-			},
-		}
-		if op != "v1.delete" {
-			// ~300 bytes, with whitespace and escapes kept as sent.
-			pad := strings.Repeat("x", 180)
-			r.Body = fmt.Appendf(nil, "{\"name\": \"event-%d\",\n \"data\":{\"n\":%d,\"s\":\"\\u00e9\u6f22 \\\"q\\\" <&>\",\"pad\":%q}}", i, i, pad)
-		}
-		recs = append(recs, r)
-	}
-	return recs
-}
-
 // wantHeaders are the headers a record's Kafka record must carry, in
 // order.
 func wantHeaders(r *spool.Record) []kgo.RecordHeader {
@@ -216,4 +181,18 @@ func sendUntilDone(t testing.TB, s *Sink, recs []spool.Record) {
 		}
 		recs = recs[first:]
 	}
+}
+
+// testRecords returns the shared sink test records, with a user agent that
+// starts and ends with spaces: Kafka headers keep them (NATS would not).
+func testRecords(first, n int) []spool.Record {
+	recs := sinktest.Records(first, n)
+	for i := range recs {
+		for j := range recs[i].Meta {
+			if recs[i].Meta[j].Key == "user_agent" {
+				recs[i].Meta[j].Value = " " + recs[i].Meta[j].Value + " "
+			}
+		}
+	}
+	return recs
 }
