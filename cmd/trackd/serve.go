@@ -60,6 +60,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := admin.NewMetrics(reg)
+	tracker := admin.NewTracker(time.Now)
 	quar, err := quarantine.Open(filepath.Join(cfg.DataDir, "quarantine"), quarantine.Options{})
 	if err != nil {
 		return err
@@ -125,7 +126,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Durability: cfg.Durability,
 		Classify:   classifyStoreError,
 		Logger:     log,
-		Observer:   metrics,
+		Observer:   admin.Observers{metrics, tracker},
 		OnPanic:    func(p trackapi.PanicInfo) { quarantinePanic(quar, metrics, log, p) },
 	})
 	if err != nil {
@@ -142,6 +143,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("admin listen: %w", err)
 	}
 	var ready atomic.Bool
+	// The running destinations, filled in as their forwarders start.
+	var sinks []sink.Sink
+	var fwds []*forward.Forwarder
+	var sinksMu sync.Mutex // guards sinks and fwds
 	// Every timeout and the header size limit are set (the handler bounds
 	// bodies per path and answers 408 to a trickling body).
 	srv := trackapi.NewHTTPServer("", api, trackapi.Timeouts{}, log)
@@ -155,6 +160,23 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 				return errors.New("spool failed; restart needed")
 			}
 			return nil
+		},
+		Status: &admin.StatusOptions{
+			Region:  cfg.Region,
+			Tracker: tracker,
+			Spool:   sp.Stats,
+			Forwarders: func() []forward.Stats {
+				sinksMu.Lock()
+				defer sinksMu.Unlock()
+				var out []forward.Stats
+				for _, f := range fwds {
+					out = append(out, f.Stats())
+				}
+				return out
+			},
+			Quarantine: func() map[string]int {
+				return map[string]int{quarantine.KindRecord: quar.Count(quarantine.KindRecord), quarantine.KindPanic: quar.Count(quarantine.KindPanic)}
+			},
 		},
 	}), trackapi.Timeouts{}, log)
 
@@ -208,8 +230,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	fwdCtx, stopForward := context.WithCancel(context.Background())
 	var fwdWG sync.WaitGroup
-	var sinks []sink.Sink
-	var sinksMu sync.Mutex
 	for _, d := range dests {
 		fwdWG.Add(1)
 		go func() {
@@ -241,6 +261,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 				return
 			}
 			admin.RegisterForwarder(reg, f, sp, time.Now)
+			sinksMu.Lock()
+			fwds = append(fwds, f)
+			sinksMu.Unlock()
 			if err := f.Run(fwdCtx); err != nil {
 				log.Error("forwarder stopped", "destination", d.name, "err", err)
 			}

@@ -312,3 +312,56 @@ func TestServeForwardsToKafka(t *testing.T) {
 		return
 	}
 }
+
+// TestServeIncidentReplay replays the incident trackd exists for: good
+// traffic from several workspaces plus zero-sized requests from one of them.
+// Every zero-sized request is 400 empty_body and stored nowhere, the process
+// keeps serving, and the status page names empty_body and that workspace.
+func TestServeIncidentReplay(t *testing.T) {
+	dataDir := t.TempDir()
+	base, lines, stop := startServe(t, dataDir, "--workspace", "good1:k1", "--workspace", "good2:k2", "--workspace", "migrating:k3", "--forward=false")
+	send := func(site, key, body string) int {
+		req, _ := http.NewRequest("PUT", base+"/api/v1/customers/p1", strings.NewReader(body))
+		req.SetBasicAuth(site, key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	good := 0
+	for i := 0; i < 200; i++ {
+		for _, c := range [][2]string{{"good1", "k1"}, {"good2", "k2"}, {"migrating", "k3"}} {
+			if code := send(c[0], c[1], `{"email":"a@b.c"}`); code != 200 {
+				t.Fatalf("good request: %d", code)
+			}
+			good++
+		}
+		if code := send("migrating", "k3", ""); code != 400 {
+			t.Fatalf("zero-sized request: %d, want 400", code)
+		}
+	}
+	resp, err := http.Get(adminURL(t, lines) + "/status.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Banner     string                  `json:"banner"`
+		Reasons    []struct{ Name string } `json:"rejection_reasons_5m"`
+		Workspaces []struct{ Name string } `json:"top_rejected_workspaces_5m"`
+	}
+	json.NewDecoder(resp.Body).Decode(&d)
+	resp.Body.Close()
+	if len(d.Reasons) != 1 || d.Reasons[0].Name != "empty_body" || d.Workspaces[0].Name != "migrating" ||
+		!strings.Contains(d.Banner, "empty_body from workspace migrating") {
+		t.Fatalf("status: %+v", d)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	recs := readRecords(t, dataDir)
+	if len(recs) != good {
+		t.Fatalf("%d records stored, want the %d good requests only", len(recs), good)
+	}
+}

@@ -16,6 +16,9 @@ type HandlerOptions struct {
 	// Ready reports why the node cannot accept and store requests now,
 	// or nil when it can. /readyz answers 503 with the reason.
 	Ready func() error
+	// Status, if set, serves the status page on / and its data on
+	// /status.json.
+	Status *StatusOptions
 }
 
 // Handler serves the admin endpoints: /metrics, /healthz (alive), /readyz
@@ -33,6 +36,9 @@ func Handler(opts HandlerOptions) http.Handler {
 		}
 		io.WriteString(w, "ready\n")
 	})
+	if opts.Status != nil {
+		statusHandlers(mux, *opts.Status)
+	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
