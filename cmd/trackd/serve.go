@@ -13,11 +13,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -295,6 +297,29 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			}
 		}
 	}()
+	// SIGHUP reloads the workspaces (from the flags, environment and config
+	// file as they are now, or the data dir's workspaces.json); a bad
+	// configuration is logged and the running one kept. It must never stop
+	// the process (the default action of SIGHUP).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-collectCtx.Done(): // stopping
+				return
+			case <-hup:
+				if err := reloadWorkspaces(args, getenv, dir); err != nil {
+					log.Error("reload on SIGHUP failed; keeping the running configuration", "err", err)
+					continue
+				}
+				log.Info("reloaded workspaces on SIGHUP", "workspaces", len(dir.Workspaces()))
+			}
+		}
+	}()
 	ready.Store(true)
 	printBanner(stdout, ln.Addr(), adminLn.Addr(), natsURL, cfg, workspaces, created)
 	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "region", cfg.Region, "durability", cfg.Durability)
@@ -465,4 +490,18 @@ func redactURL(s string) string {
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// reloadWorkspaces re-reads the configuration and replaces the workspace
+// directory's contents, all or nothing.
+func reloadWorkspaces(args []string, getenv func(string) string, dir *auth.Directory) error {
+	cfg, err := loadServeConfig(args, getenv, io.Discard)
+	if err != nil {
+		return err
+	}
+	ws, _, err := loadWorkspaces(cfg)
+	if err != nil {
+		return err
+	}
+	return dir.Replace(ws)
 }

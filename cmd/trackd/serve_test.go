@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/trackd/trackd/internal/auth"
 	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/spool"
 )
@@ -363,5 +364,38 @@ func TestServeIncidentReplay(t *testing.T) {
 	recs := readRecords(t, dataDir)
 	if len(recs) != good {
 		t.Fatalf("%d records stored, want the %d good requests only", len(recs), good)
+	}
+}
+
+func TestReloadWorkspaces(t *testing.T) {
+	dataDir := t.TempDir()
+	os.WriteFile(filepath.Join(dataDir, workspacesFile), []byte(`{"workspaces":[{"site_id":"a","api_key":"ka"}]}`), 0o600)
+	args := []string{"--data-dir", dataDir}
+	cfg, err := loadServeConfig(args, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _, err := loadWorkspaces(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := auth.NewDirectory(ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dataDir, workspacesFile), []byte(`{"workspaces":[{"site_id":"a","api_key":"ka"},{"site_id":"b","api_key":"kb"}]}`), 0o600)
+	if err := reloadWorkspaces(args, func(string) string { return "" }, dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dir.Check("b", "kb"); !ok {
+		t.Fatal("new workspace not served after reload")
+	}
+	// A broken file is refused and the running set kept.
+	os.WriteFile(filepath.Join(dataDir, workspacesFile), []byte(`{"workspaces":`), 0o600)
+	if err := reloadWorkspaces(args, func(string) string { return "" }, dir); err == nil {
+		t.Fatal("reload accepted a broken workspaces file")
+	}
+	if _, ok := dir.Check("b", "kb"); !ok {
+		t.Fatal("a failed reload changed the running workspaces")
 	}
 }
