@@ -25,6 +25,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runQuarantine(ctx, args, stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args, stdout, stderr)
+	case "incident":
+		return runIncident(args, stdout, stderr)
 	case "tail":
 		return runTail(ctx, args, getenv, stdout, stderr)
 	case "help":
@@ -46,5 +48,7 @@ Usage:
                                                resend records received in [T, T) still in the spool
   trackd tail [--nats-url URL] [--count N] [--all] [--subject S]
                                                print what the back end receives, as JSON lines
+  trackd incident open|update|resolve|list --data-dir DIR [--name N] [--message M] [--status S] [--impact I] [ID]
+                                               incidents on the public status view (/public/ on the admin listener)
   trackd help                                  this text
 `

@@ -180,6 +180,20 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 				return map[string]int{quarantine.KindRecord: quar.Count(quarantine.KindRecord), quarantine.KindPanic: quar.Count(quarantine.KindPanic)}
 			},
 		},
+		Public: &admin.PublicOptions{
+			Region:  cfg.Region,
+			Tracker: tracker,
+			Forwarders: func() []forward.Stats {
+				sinksMu.Lock()
+				defer sinksMu.Unlock()
+				var out []forward.Stats
+				for _, f := range fwds {
+					out = append(out, f.Stats())
+				}
+				return out
+			},
+			Incidents: func() ([]admin.Incident, error) { return admin.LoadIncidents(cfg.DataDir) },
+		},
 	}), trackapi.Timeouts{}, log)
 
 	var wg sync.WaitGroup

@@ -19,6 +19,8 @@ type HandlerOptions struct {
 	// Status, if set, serves the status page on / and its data on
 	// /status.json.
 	Status *StatusOptions
+	// Public, if set, serves the public status view under /public/.
+	Public *PublicOptions
 }
 
 // Handler serves the admin endpoints: /metrics, /healthz (alive), /readyz
@@ -38,6 +40,9 @@ func Handler(opts HandlerOptions) http.Handler {
 	})
 	if opts.Status != nil {
 		statusHandlers(mux, *opts.Status)
+	}
+	if opts.Public != nil {
+		PublicHandler(mux, "/public/", *opts.Public)
 	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -91,3 +91,26 @@ func TestStatusNamesTheCause(t *testing.T) {
 		t.Fatalf("status page lacks the banner naming the cause:\n%.2000s", page)
 	}
 }
+
+func TestPublicComponentsFromBurnRates(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tr := NewTracker(func() time.Time { return now })
+	o := PublicOptions{Region: "eu", Tracker: tr, Now: func() time.Time { return now }}
+	if s := o.Summary(); s.Components[0].Status != Operational || s.Status.Indicator != "none" {
+		t.Fatalf("no traffic: %+v", s)
+	}
+	for i := 0; i < 400; i++ { // an hour of half 503s
+		for j := 0; j < 10; j++ {
+			st := 200
+			if j%2 == 0 {
+				st = 503
+			}
+			tr.Served("v1.event", "POST", st, time.Millisecond)
+		}
+		now = now.Add(10 * time.Second)
+	}
+	s := o.Summary()
+	if s.Components[0].Name != "Data Collection API (eu)" || s.Components[0].Status != MajorOutage || s.Status.Indicator != "critical" {
+		t.Fatalf("outage: %+v", s)
+	}
+}
