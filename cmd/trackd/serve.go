@@ -152,6 +152,15 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	// Every timeout and the header size limit are set (the handler bounds
 	// bodies per path and answers 408 to a trickling body).
 	srv := trackapi.NewHTTPServer("", api, trackapi.Timeouts{}, log)
+	fwdStats := func() []forward.Stats {
+		sinksMu.Lock()
+		defer sinksMu.Unlock()
+		var out []forward.Stats
+		for _, f := range fwds {
+			out = append(out, f.Stats())
+		}
+		return out
+	}
 	adminSrv := trackapi.NewHTTPServer("", admin.Handler(admin.HandlerOptions{
 		Gatherer: reg,
 		Ready: func() error {
@@ -164,35 +173,19 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			return nil
 		},
 		Status: &admin.StatusOptions{
-			Region:  cfg.Region,
-			Tracker: tracker,
-			Spool:   sp.Stats,
-			Forwarders: func() []forward.Stats {
-				sinksMu.Lock()
-				defer sinksMu.Unlock()
-				var out []forward.Stats
-				for _, f := range fwds {
-					out = append(out, f.Stats())
-				}
-				return out
-			},
+			Region:     cfg.Region,
+			Tracker:    tracker,
+			Spool:      sp.Stats,
+			Forwarders: fwdStats,
 			Quarantine: func() map[string]int {
 				return map[string]int{quarantine.KindRecord: quar.Count(quarantine.KindRecord), quarantine.KindPanic: quar.Count(quarantine.KindPanic)}
 			},
 		},
 		Public: &admin.PublicOptions{
-			Region:  cfg.Region,
-			Tracker: tracker,
-			Forwarders: func() []forward.Stats {
-				sinksMu.Lock()
-				defer sinksMu.Unlock()
-				var out []forward.Stats
-				for _, f := range fwds {
-					out = append(out, f.Stats())
-				}
-				return out
-			},
-			Incidents: func() ([]admin.Incident, error) { return admin.LoadIncidents(cfg.DataDir) },
+			Region:     cfg.Region,
+			Tracker:    tracker,
+			Forwarders: fwdStats,
+			Incidents:  func() ([]admin.Incident, error) { return admin.LoadIncidents(cfg.DataDir) },
 		},
 	}), trackapi.Timeouts{}, log)
 
