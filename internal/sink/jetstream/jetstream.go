@@ -176,7 +176,6 @@ func (o *Options) setDefaults() {
 }
 
 var (
-	nameRE   = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 	streamRE = regexp.MustCompile(`^[^\s.*>/\\]{1,255}$`)
 )
 
@@ -186,7 +185,7 @@ func (o *Options) validate() error {
 	if o.URL == "" {
 		errs = append(errs, errors.New("no NATS URL"))
 	}
-	if !nameRE.MatchString(o.Name) {
+	if !spool.ValidCursorName(o.Name) {
 		errs = append(errs, fmt.Errorf("sink name %q does not match [a-z0-9_-]{1,64}", o.Name))
 	}
 	if !streamRE.MatchString(o.Stream) {

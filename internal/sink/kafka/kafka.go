@@ -193,7 +193,6 @@ func (o *Options) setDefaults() {
 }
 
 var (
-	nameRE  = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 	topicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 )
 
@@ -209,7 +208,7 @@ func (o *Options) validate() error {
 			break
 		}
 	}
-	if !nameRE.MatchString(o.Name) {
+	if !spool.ValidCursorName(o.Name) {
 		errs = append(errs, fmt.Errorf("sink name %q does not match [a-z0-9_-]{1,64}", o.Name))
 	}
 	if !topicRE.MatchString(o.Topic) || o.Topic == "." || o.Topic == ".." {
