@@ -75,14 +75,7 @@ func TestServeFirstStartCreatesWorkspaceAndStores(t *testing.T) {
 	if site == "" || key == "" {
 		t.Fatalf("first start printed no credentials:\n%s", strings.Join(lines, "\n"))
 	}
-	req, _ := http.NewRequest("PUT", base+"/api/v1/customers/42", strings.NewReader(`{"email":"ada@example.com"}`))
-	req.SetBasicAuth(site, key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := call(t, "PUT", base+"/api/v1/customers/42", site, key, `{"email":"ada@example.com"}`)
 	if resp.StatusCode != 200 || resp.Header.Get("X-Durability") != "fsync" {
 		t.Fatalf("identify: %d %v", resp.StatusCode, resp.Header)
 	}
@@ -176,6 +169,25 @@ func TestParseByteSize(t *testing.T) {
 	}
 }
 
+// call sends one request with Basic credentials and returns the answer
+// (its body already read and closed).
+func call(t *testing.T, method, url, site, key, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(site, key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
 // adminURL finds the admin listener's address in the banner.
 func adminURL(t *testing.T, lines []string) string {
 	for _, l := range lines {
@@ -191,14 +203,7 @@ func TestServeCountsRejectionsByReasonAndWorkspace(t *testing.T) {
 	base, lines, stop := startServe(t, t.TempDir(), "--workspace", "siteA:keyA", "--workspace", "siteB:keyB")
 	defer stop()
 	send := func(site, key, body string) int {
-		req, _ := http.NewRequest("POST", base+"/api/v1/customers/7/events", strings.NewReader(body))
-		req.SetBasicAuth(site, key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return call(t, "POST", base+"/api/v1/customers/7/events", site, key, body).StatusCode
 	}
 	for i := 0; i < 3; i++ {
 		if c := send("siteA", "keyA", ""); c != 400 {
@@ -246,15 +251,8 @@ func TestServeForwardsOverHTTP(t *testing.T) {
 	base, _, stop := startServe(t, t.TempDir(), "--workspace", "s:k", "--forward=false",
 		"--http-url", recv.URL, "--http-header", "Authorization: Bearer s3cret")
 	defer stop()
-	req, _ := http.NewRequest("POST", base+"/api/v1/customers/42/events", strings.NewReader(`{"name":"bought"}`))
-	req.SetBasicAuth("s", "k")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
+	if code := call(t, "POST", base+"/api/v1/customers/42/events", "s", "k", `{"name":"bought"}`).StatusCode; code != 200 {
+		t.Fatalf("status %d", code)
 	}
 	select {
 	case evs := <-got:
@@ -276,15 +274,8 @@ func TestServeForwardsToKafka(t *testing.T) {
 	base, _, stop := startServe(t, t.TempDir(), "--workspace", "s:k", "--forward=false",
 		"--kafka-brokers", brokers, "--kafka-create-topic", "--kafka-partitions", "3")
 	defer stop()
-	req, _ := http.NewRequest("POST", base+"/api/v1/customers/42/events", strings.NewReader(`{"name":"bought"}`))
-	req.SetBasicAuth("s", "k")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
+	if code := call(t, "POST", base+"/api/v1/customers/42/events", "s", "k", `{"name":"bought"}`).StatusCode; code != 200 {
+		t.Fatalf("status %d", code)
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics("trackd"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -323,14 +314,7 @@ func TestServeIncidentReplay(t *testing.T) {
 	dataDir := t.TempDir()
 	base, lines, stop := startServe(t, dataDir, "--workspace", "good1:k1", "--workspace", "good2:k2", "--workspace", "migrating:k3", "--forward=false")
 	send := func(site, key, body string) int {
-		req, _ := http.NewRequest("PUT", base+"/api/v1/customers/p1", strings.NewReader(body))
-		req.SetBasicAuth(site, key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return call(t, "PUT", base+"/api/v1/customers/p1", site, key, body).StatusCode
 	}
 	good := 0
 	for i := 0; i < 200; i++ {
