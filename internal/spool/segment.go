@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -179,7 +180,40 @@ func scanSegment(f vfs.File, name string, seq uint64, from, size int64) (scanRes
 // lastNonZero returns one past the offset of the last non-zero byte in
 // [from, size), or from if there is none.
 func lastNonZero(f vfs.File, from, size int64) (int64, error) {
-	buf := make([]byte, 64<<10)
+	ds, ok := f.(vfs.DataSeeker)
+	if !ok {
+		return readLastNonZero(f, from, size)
+	}
+	// Space reserved for the segment and never written reads as zeros: a
+	// file system that tracks it (ext4, XFS) lets the search skip it
+	// instead of reading tens of MiB of zeros at every open. It still
+	// reports as data the pages it has cached (readahead past the end of
+	// the data), so those are read, a chunk at a time.
+	last := from
+	for pos := from; pos < size; {
+		off, err := ds.SeekData(pos)
+		if errors.Is(err, io.EOF) || (err == nil && off >= size) {
+			break
+		}
+		if err != nil || off < pos {
+			return readLastNonZero(f, from, size) // the file system cannot tell
+		}
+		end := min(size, (off/zeroChunk+1)*zeroChunk)
+		e, err := readLastNonZero(f, off, end)
+		if err != nil {
+			return 0, err
+		}
+		if e > off {
+			last = e
+		}
+		pos = end
+	}
+	return last, nil
+}
+
+// readLastNonZero is lastNonZero by reading every byte.
+func readLastNonZero(f vfs.File, from, size int64) (int64, error) {
+	buf := make([]byte, zeroChunk)
 	for end := size; end > from; {
 		start := max(from, end-int64(len(buf)))
 		b := buf[:end-start]
@@ -195,12 +229,21 @@ func lastNonZero(f vfs.File, from, size int64) (int64, error) {
 				continue
 			}
 		}
+		if bytes.Equal(b, zeros[:len(b)]) { // the common case, at memcmp speed
+			end = start
+			continue
+		}
 		for j := len(b) - 1; j >= 0; j-- {
 			if b[j] != 0 {
 				return start + int64(j) + 1, nil
 			}
 		}
-		end = start
 	}
 	return from, nil
 }
+
+// zeroChunk is how much of a segment's unused (zero) tail lastNonZero reads
+// at a time.
+const zeroChunk = 1 << 20
+
+var zeros = make([]byte, zeroChunk)

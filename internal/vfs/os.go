@@ -110,6 +110,19 @@ func (OS) Free(name string) (uint64, error) {
 
 type osFile struct{ *os.File }
 
+// SeekData implements DataSeeker with lseek(SEEK_DATA).
+func (f osFile) SeekData(off int64) (int64, error) {
+	const seekData = 3 // SEEK_DATA, linux/fs.h
+	n, err := syscall.Seek(int(f.Fd()), off, seekData)
+	if errors.Is(err, syscall.ENXIO) {
+		return 0, io.EOF
+	}
+	if err != nil {
+		return 0, &os.PathError{Op: "lseek", Path: f.Name(), Err: err}
+	}
+	return n, nil
+}
+
 func (f osFile) Datasync() error {
 	for {
 		err := syscall.Fdatasync(int(f.Fd()))

@@ -70,5 +70,14 @@ type File interface {
 	Name() string
 }
 
+// DataSeeker is implemented by files that can skip holes: SeekData
+// returns the offset of the first byte at or after off that may hold data
+// (everything in between reads as zeros: holes, or space reserved by
+// Preallocate and never written), or io.EOF when only zeros follow. A file
+// system that cannot tell returns off itself.
+type DataSeeker interface {
+	SeekData(off int64) (int64, error)
+}
+
 // ErrLocked is returned by Lock when another holder has the lock.
 var ErrLocked = errors.New("vfs: locked by another process")
