@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/trackd/trackd/internal/cli"
 )
@@ -36,6 +38,7 @@ type serveConfig struct {
 	RateLimit       float64
 	RateBurst       int
 	ShutdownTimeout time.Duration
+	DrainGrace      time.Duration
 
 	// Forwarding to NATS JetStream: the embedded server unless NATSURL.
 	NATSListen     string
@@ -73,6 +76,21 @@ type serveConfig struct {
 	KafkaSASL        string
 	KafkaUser        string
 	KafkaPassword    string
+
+	// The admin listener's HTTP Basic credentials; required when it
+	// listens on a non-loopback address (see checkAdmin).
+	AdminUser         string
+	AdminPassword     string
+	AdminPasswordFile string
+	// PublicListen, if set, serves only the public status view on a
+	// listener of its own.
+	PublicListen string
+
+	// adminSecret is the admin password, from --admin-password or
+	// --admin-password-file (set by validate).
+	adminSecret string
+	// shown is every setting, secrets masked, for the startup log.
+	shown []any
 }
 
 // headerList is the repeatable --http-header "Name: value" flag.
@@ -155,7 +173,11 @@ func parseByteSize(v string) (int64, error) {
 func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.StringVar(&cfg.Config, "config", "", "config file (JSON object keyed by flag name)")
 	fs.StringVar(&cfg.Listen, "listen", ":8080", "Track API listen address")
-	fs.StringVar(&cfg.AdminListen, "admin-listen", "127.0.0.1:8081", "admin listener (health, metrics); loopback only for now")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", "127.0.0.1:8081", "admin listener (status page, metrics, health, pprof); a non-loopback address requires --admin-user and a password")
+	fs.StringVar(&cfg.AdminUser, "admin-user", "", "user the admin listener requires (HTTP Basic auth) on every path but /healthz, /readyz and /public/")
+	fs.StringVar(&cfg.AdminPassword, "admin-password", "", "password for --admin-user (prefer --admin-password-file or TRACKD_ADMIN_PASSWORD: a flag shows in the process list); never logged")
+	fs.StringVar(&cfg.AdminPasswordFile, "admin-password-file", "", "file holding the password for --admin-user (trailing newlines ignored)")
+	fs.StringVar(&cfg.PublicListen, "public-listen", "", "also serve the public status view (only that: /, /api/v2/summary.json) on this address, to expose to customers (empty: off)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory (spool, workspaces)")
 	fs.StringVar(&cfg.Region, "region", "us", "this node's region: us or eu")
 	fs.Var(&cfg.Workspaces, "workspace", "a workspace as SITE_ID:API_KEY (repeatable); none: use or create one in the data dir")
@@ -170,6 +192,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second allowed per workspace (0: no limit)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, "rate limit burst (0: one second's worth)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful stop may take")
+	fs.DurationVar(&cfg.DrainGrace, "drain-grace", time.Second, "on a stop or upgrade, how long keep-alive connections get to close after their last answer before idle ones are closed")
 
 	fs.BoolVar(&cfg.Forward, "forward", true, "forward stored records to NATS JetStream (false: store only)")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "client address of the embedded NATS server (JetStream under <data-dir>/jetstream)")
@@ -274,6 +297,7 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 		sort.Strings(problems)
 		return nil, &cli.UsageError{Problems: problems}
 	}
+	cfg.shown = shownSettings(fs)
 	return cfg, nil
 }
 
@@ -317,8 +341,9 @@ func (c *serveConfig) validate() []string {
 	}
 	checkAddr("listen", c.Listen)
 	checkAddr("admin-listen", c.AdminListen)
-	if host, _, err := net.SplitHostPort(c.AdminListen); err == nil && !isLoopback(host) {
-		p = append(p, fmt.Sprintf("--admin-listen %q: the admin listener must stay on loopback until admin credentials are configurable", c.AdminListen))
+	p = append(p, c.checkAdmin()...)
+	if c.PublicListen != "" {
+		checkAddr("public-listen", c.PublicListen)
 	}
 	if c.DataDir == "" {
 		p = append(p, "--data-dir: must not be empty")
@@ -351,6 +376,9 @@ func (c *serveConfig) validate() []string {
 	}
 	if c.ShutdownTimeout <= 0 {
 		p = append(p, "--shutdown-timeout: must be positive")
+	}
+	if c.DrainGrace < 0 || c.DrainGrace >= c.ShutdownTimeout {
+		p = append(p, "--drain-grace: from 0 to less than --shutdown-timeout")
 	}
 	if c.NATSURL == "" {
 		checkAddr("nats-listen", c.NATSListen)
@@ -388,6 +416,43 @@ func (c *serveConfig) validate() []string {
 	return p
 }
 
+// checkAdmin validates the admin listener's credentials and reads
+// --admin-password-file into adminSecret. Credentials are optional on a
+// loopback address (and then apply there too); on any other address,
+// including all interfaces (":8081"), trackd refuses to start without them:
+// the admin listener serves pprof, metrics and workspace IDs.
+func (c *serveConfig) checkAdmin() []string {
+	var p []string
+	c.adminSecret = c.AdminPassword
+	hasPassword := c.AdminPassword != "" || c.AdminPasswordFile != ""
+	switch {
+	case c.AdminPassword != "" && c.AdminPasswordFile != "":
+		p = append(p, "--admin-password, --admin-password-file: give one, not both")
+	case c.AdminPasswordFile != "":
+		b, err := os.ReadFile(c.AdminPasswordFile)
+		if err != nil {
+			p = append(p, fmt.Sprintf("--admin-password-file: %v", err))
+			break
+		}
+		c.adminSecret = strings.TrimRight(string(b), "\r\n")
+		if c.adminSecret == "" {
+			p = append(p, fmt.Sprintf("--admin-password-file %s: empty", c.AdminPasswordFile))
+		}
+	}
+	switch {
+	case c.AdminUser != "" && !hasPassword:
+		p = append(p, "--admin-user: needs --admin-password or --admin-password-file")
+	case c.AdminUser == "" && hasPassword:
+		p = append(p, "--admin-password, --admin-password-file: need --admin-user")
+	case strings.ContainsFunc(c.AdminUser, func(r rune) bool { return r == ':' || unicode.IsControl(r) }):
+		p = append(p, "--admin-user: must not contain ':' or control characters")
+	}
+	if host, _, err := net.SplitHostPort(c.AdminListen); err == nil && !isLoopback(host) && c.AdminUser == "" {
+		p = append(p, fmt.Sprintf("--admin-listen %q is not a loopback address: set --admin-user and --admin-password (or --admin-password-file) so that the admin listener requires credentials", c.AdminListen))
+	}
+	return p
+}
+
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
@@ -402,4 +467,62 @@ func redactWorkspace(w string) string {
 		return site + ":***"
 	}
 	return w
+}
+
+// logAttrs is the effective configuration for the startup log, every
+// secret masked: log.Info("configuration", cfg.logAttrs()...).
+func (c *serveConfig) logAttrs() []any { return c.shown }
+
+// shownSettings returns every flag's value as slog attributes, masking
+// secrets: passwords and tokens show as "***" when set, workspaces as
+// SITE_ID:***, URLs without their user info and query values, headers as a
+// count.
+func shownSettings(fs *flag.FlagSet) []any {
+	var out []any
+	fs.VisitAll(func(f *flag.Flag) {
+		v := f.Value.String()
+		switch {
+		case f.Name == "workspace":
+			ws := *f.Value.(*workspaceList)
+			masked := make([]string, len(ws))
+			for i, w := range ws {
+				masked[i] = redactWorkspace(w)
+			}
+			v = strings.Join(masked, ",")
+		case f.Name == "nats-url" || f.Name == "http-url":
+			v = maskURLs(v)
+		case (strings.Contains(f.Name, "password") || strings.Contains(f.Name, "token") || strings.Contains(f.Name, "secret")) &&
+			!strings.HasSuffix(f.Name, "-file"):
+			if v != "" {
+				v = "***"
+			}
+		}
+		out = append(out, slog.String(f.Name, v))
+	})
+	return out
+}
+
+// maskURLs hides the user info and query values of a URL, or of
+// comma-separated URLs.
+func maskURLs(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "***"
+			continue
+		}
+		if u.User != nil {
+			u.User = url.User("***")
+		}
+		if u.RawQuery != "" {
+			q := u.Query()
+			for k := range q {
+				q[k] = []string{"***"}
+			}
+			u.RawQuery = q.Encode()
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
 }

@@ -11,9 +11,9 @@ import (
 )
 
 // runIncident is `trackd incident open|update|resolve|list`: the incidents
-// shown on the public status view (/public/ on the admin listener), kept in
-// <data-dir>/incidents.json. It works while the node runs: the node reads
-// the file on every request of the public view.
+// shown on the public status view (--public-listen, and /public/ on the
+// admin listener), kept in <data-dir>/incidents.json. It works while the
+// node runs: the node reads the file on every request of the public view.
 func runIncident(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return cli.Usagef("incident: want a subcommand: open, update, resolve or list")

@@ -49,6 +49,6 @@ Usage:
   trackd tail [--nats-url URL] [--count N] [--all] [--subject S]
                                                print what the back end receives, as JSON lines
   trackd incident open|update|resolve|list --data-dir DIR [--name N] [--message M] [--status S] [--impact I] [ID]
-                                               incidents on the public status view (/public/ on the admin listener)
+                                               incidents on the public status view (--public-listen, /public/ on the admin listener)
   trackd help                                  this text
 `

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -40,25 +41,47 @@ import (
 	"github.com/trackd/trackd/internal/vfs"
 )
 
-// runServe runs the server until ctx ends (SIGTERM / SIGINT), then stops in
-// order: readiness drops; the API listener stops accepting and in-flight
-// requests finish and get their answers (bounded by --shutdown-timeout);
-// retention and the forwarders stop (each saving its cursor at the last
-// acknowledged record); the spool closes (every queued append committed,
-// lock released); the sinks close; the embedded NATS server stops last.
+// runServe runs the server until ctx ends (SIGTERM / SIGINT) or an upgrade
+// (SIGUSR2) has a new process ready to take over, then stops in order:
+// readiness drops; the API listener stops accepting, keep-alive
+// connections close after their next answer and in-flight requests finish
+// (bounded by --drain-grace and --shutdown-timeout); retention and the
+// forwarders stop (each saving its cursor at the last acknowledged
+// record); the spool closes (every queued append committed, lock
+// released: an upgrade's new process takes over here); the sinks close;
+// the embedded NATS server stops last.
+//
+// Starting, it serves as soon as the spool is open; the embedded NATS
+// server and the forwarders start after that, so neither a large JetStream
+// store nor an unreachable back end delays taking requests.
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := loadServeConfig(args, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log.Info("configuration", cfg.logAttrs()...) // secrets masked
+	notify := newNotifier(getenv)
+
+	// Signals first: an upgrade or reload asked for while starting waits
+	// until trackd serves, and never kills it (their default action).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+
+	inh, err := inheritListeners(getenv)
+	if err != nil {
+		return err
+	}
+	defer inh.close()
+	parent, err := upgradeParentFrom(getenv)
+	if err != nil {
+		return err
+	}
 
 	if err := vfs.MkdirAllSync(vfs.OS{}, cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	// The spool's lock makes sure no other trackd uses this data dir; take
-	// it before starting anything else on it.
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := admin.NewMetrics(reg)
@@ -67,49 +90,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-
-	syncMode := spool.SyncData
-	if cfg.Durability == "memory" {
-		syncMode = spool.SyncNone
-	}
-	sp, err := spool.Open(spoolDir(cfg.DataDir), spool.Options{
-		SegmentSize: int64(cfg.SpoolSegment),
-		MaxBytes:    int64(cfg.SpoolMaxBytes),
-		MinFree:     int64(cfg.SpoolMinFree),
-		Retention:   cfg.SpoolRetention,
-		Sync:        syncMode,
-		Logger:      log,
-		OnCommit:    metrics.Commit,
-	})
-	if err != nil {
-		if errors.Is(err, spool.ErrLocked) {
-			return fmt.Errorf("%w: another trackd is serving data dir %s", err, cfg.DataDir)
-		}
-		return err
-	}
-	defer sp.Close()
-	admin.RegisterSpool(reg, sp, time.Now)
-	if rep := sp.Report(); !rep.Clean() {
-		log.Warn("spool recovered with damage; see `trackd spool verify`", "damage", len(rep.Damage), "repairs", strings.Join(rep.Repairs, "; "))
-	}
-
-	// The back end: the embedded NATS JetStream server unless an external
-	// one is configured. It stops last (deferred first).
-	natsURL := cfg.NATSURL
-	if cfg.Forward && natsURL == "" {
-		emb, err := jetstream.StartEmbedded(jetstream.EmbeddedOptions{
-			Dir:        filepath.Join(cfg.DataDir, "jetstream"),
-			Listen:     cfg.NATSListen,
-			SyncAlways: cfg.NATSSyncAlways,
-			Logger:     log.With("component", "nats"),
-		})
-		if err != nil {
-			return fmt.Errorf("embedded NATS: %w", err)
-		}
-		defer emb.Shutdown()
-		natsURL = emb.ClientURL()
-	}
-
 	workspaces, created, err := loadWorkspaces(cfg)
 	if err != nil {
 		return err
@@ -117,6 +97,53 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	dir, err := auth.NewDirectory(workspaces)
 	if err != nil {
 		return &cli.UsageError{Problems: []string{err.Error()}}
+	}
+
+	// The listeners: handed over by the old process of an upgrade or by
+	// systemd, or opened here.
+	ln, err := inh.listen(listenerAPI, cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	adminLn, err := inh.listen(listenerAdmin, cfg.AdminListen)
+	if err != nil {
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	defer adminLn.Close()
+	handover := []namedListener{{listenerAPI, ln}, {listenerAdmin, adminLn}}
+	var publicLn net.Listener // the public status view's own, with --public-listen
+	if cfg.PublicListen != "" {
+		if publicLn, err = inh.listen(listenerPublic, cfg.PublicListen); err != nil {
+			return fmt.Errorf("public listen: %w", err)
+		}
+		defer publicLn.Close()
+		handover = append(handover, namedListener{listenerPublic, publicLn})
+	}
+
+	// In an upgrade, everything that could fail is done: tell the old
+	// process to stop, and wait until it has released the data dir.
+	if parent != nil {
+		if err := notify.send(fmt.Sprintf("MAINPID=%d", os.Getpid())); err != nil {
+			log.Warn("sd_notify", "err", err)
+		}
+		log.Info("upgrade: ready to take over; waiting for the old process to release the data dir")
+		if err := parent.ready(2*cfg.ShutdownTimeout + 10*time.Second); err != nil {
+			return err
+		}
+	}
+
+	// The spool's lock makes sure no other trackd uses this data dir.
+	opening := time.Now()
+	sp, err := openServeSpool(cfg, log, metrics, parent != nil)
+	if err != nil {
+		return err
+	}
+	defer sp.Close()
+	spoolOpened := time.Since(opening)
+	admin.RegisterSpool(reg, sp, time.Now)
+	if rep := sp.Report(); !rep.Clean() {
+		log.Warn("spool recovered with damage; see `trackd spool verify`", "damage", len(rep.Damage), "repairs", strings.Join(rep.Repairs, "; "))
 	}
 
 	api, err := trackapi.New(trackapi.Options{
@@ -135,15 +162,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.AdminListen)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("admin listen: %w", err)
-	}
 	var ready atomic.Bool
 	// The running destinations, filled in as their forwarders start.
 	var sinks []sink.Sink
@@ -152,6 +170,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	// Every timeout and the header size limit are set (the handler bounds
 	// bodies per path and answers 408 to a trickling body).
 	srv := trackapi.NewHTTPServer("", api, trackapi.Timeouts{}, log)
+	var drainer trackapi.Drainer
+	drainer.Wrap(srv)
 	fwdStats := func() []forward.Stats {
 		sinksMu.Lock()
 		defer sinksMu.Unlock()
@@ -161,8 +181,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		return out
 	}
+	public := admin.PublicOptions{
+		Region:     cfg.Region,
+		Tracker:    tracker,
+		Forwarders: fwdStats,
+		Incidents:  func() ([]admin.Incident, error) { return admin.LoadIncidents(cfg.DataDir) },
+	}
 	adminSrv := trackapi.NewHTTPServer("", admin.Handler(admin.HandlerOptions{
 		Gatherer: reg,
+		User:     cfg.AdminUser,
+		Password: cfg.adminSecret,
 		Ready: func() error {
 			switch {
 			case !ready.Load():
@@ -181,64 +209,49 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 				return map[string]int{quarantine.KindRecord: quar.Count(quarantine.KindRecord), quarantine.KindPanic: quar.Count(quarantine.KindPanic)}
 			},
 		},
-		Public: &admin.PublicOptions{
-			Region:     cfg.Region,
-			Tracker:    tracker,
-			Forwarders: fwdStats,
-			Incidents:  func() ([]admin.Incident, error) { return admin.LoadIncidents(cfg.DataDir) },
-		},
+		Public: &public,
 	}), trackapi.Timeouts{}, log)
+	// The public status view on its own listener, for customers. It only
+	// reads, so it stops last, when runServe returns.
+	if publicLn != nil {
+		publicSrv := trackapi.NewHTTPServer("", admin.PublicOnlyHandler(public), trackapi.Timeouts{}, log)
+		publicDone := make(chan struct{})
+		go func() {
+			defer close(publicDone)
+			if err := publicSrv.Serve(publicLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				log.Error("public status listener stopped", "err", err)
+			}
+		}()
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if publicSrv.Shutdown(ctx) != nil {
+				publicSrv.Close()
+			}
+			<-publicDone
+		}()
+		log.Info("public status view listening", "addr", publicLn.Addr().String())
+	}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	serve := func(s *http.Server, l net.Listener) {
 		defer wg.Done()
-		if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// A listener closed by draining ends Serve with net.ErrClosed.
+		if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			errc <- err
 		}
 	}
 	wg.Add(2)
 	go serve(srv, trackapi.WrapListener(ln))
 	go serve(adminSrv, adminLn)
-	// Forwarders: one per destination, each on its own cursor.
-	type destination struct {
-		name string
-		open func(context.Context) (sink.Sink, error)
-	}
-	var dests []destination
-	if cfg.Forward {
-		jsOpts := jetstream.Options{
-			URL: natsURL,
-			ConnOptions: jetstream.ConnOptions{
-				CredsFile: cfg.NATSCreds, User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken,
-				TLSCAFile: cfg.NATSTLSCA, TLSCertFile: cfg.NATSTLSCert, TLSKeyFile: cfg.NATSTLSKey,
-			},
-			Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSPrefix, Replicas: cfg.NATSReplicas,
-			DuplicateWindow: cfg.NATSDedup, Logger: log.With("component", "jetstream"),
-		}
-		dests = append(dests, destination{jetstream.DefaultName, func(ctx context.Context) (sink.Sink, error) { return jetstream.New(ctx, jsOpts) }})
-	}
-	if cfg.HTTPURL != "" {
-		httpOpts := httpsink.Options{URL: cfg.HTTPURL, Mode: cfg.HTTPMode, Headers: cfg.HTTPHeaders.values(), Timeout: cfg.HTTPTimeout,
-			Logger: log.With("component", "httpsink")}
-		dests = append(dests, destination{httpsink.DefaultName, func(context.Context) (sink.Sink, error) { return httpsink.New(httpOpts) }})
-	}
-	if cfg.KafkaBrokers != "" {
-		var brokers []string
-		for _, b := range strings.Split(cfg.KafkaBrokers, ",") {
-			brokers = append(brokers, strings.TrimSpace(b))
-		}
-		kOpts := kafka.Options{
-			Brokers: brokers, Topic: cfg.KafkaTopic, CreateTopic: cfg.KafkaCreateTopic,
-			Partitions: int32(cfg.KafkaPartitions), ReplicationFactor: int16(cfg.KafkaReplication),
-			TLS:    kafka.TLSOptions{Enable: cfg.KafkaTLS || cfg.KafkaTLSCA != "", CAFile: cfg.KafkaTLSCA, CertFile: cfg.KafkaTLSCert, KeyFile: cfg.KafkaTLSKey},
-			SASL:   kafka.SASLOptions{Mechanism: cfg.KafkaSASL, User: cfg.KafkaUser, Password: cfg.KafkaPassword},
-			Logger: log.With("component", "kafka"),
-		}
-		dests = append(dests, destination{kafka.DefaultName, func(ctx context.Context) (sink.Sink, error) { return kafka.New(ctx, kOpts) }})
-	}
+
+	// Forwarders: one per destination, each on its own cursor. They and
+	// the embedded NATS server stop on fwdCtx.
 	fwdCtx, stopForward := context.WithCancel(context.Background())
 	var fwdWG sync.WaitGroup
+	nats := startBackend(fwdCtx, cfg, parent, log)
+	dests := destinations(cfg, nats, log)
 	for _, d := range dests {
 		fwdWG.Add(1)
 		go func() {
@@ -304,26 +317,36 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			}
 		}
 	}()
+
 	// SIGHUP reloads the workspaces (from the flags, environment and config
 	// file as they are now, or the data dir's workspaces.json); a bad
-	// configuration is logged and the running one kept. It must never stop
-	// the process (the default action of SIGHUP).
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR2)
-	defer signal.Stop(hup)
+	// configuration is logged and the running one kept. SIGUSR2 starts the
+	// binary now on disk and hands it the listeners; if it fails to start,
+	// this process goes on serving.
+	upgraded := make(chan *upgradeChild, 1)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		exe, exeErr := os.Executable()
 		for {
 			select {
 			case <-collectCtx.Done(): // stopping
 				return
-			case sig := <-hup:
+			case sig := <-sigs:
 				if sig == syscall.SIGUSR2 {
-					// Binary upgrade with the sockets handed over is not
-					// built yet (issue 7); never die of the signal meanwhile.
-					log.Warn("SIGUSR2 (upgrade) is not supported yet; ignored")
-					continue
+					if exeErr != nil {
+						log.Error("upgrade on SIGUSR2: cannot find this program's binary; still serving", "err", exeErr)
+						continue
+					}
+					log.Info("upgrade on SIGUSR2: starting the new binary", "binary", exe)
+					child, err := startUpgrade(exe, os.Args, handover, stdout, stderr, cfg.ShutdownTimeout+30*time.Second)
+					if err != nil {
+						log.Error("upgrade failed; still serving", "err", err)
+						continue
+					}
+					log.Info("upgrade: the new process is ready; handing over", "pid", child.cmd.Process.Pid)
+					upgraded <- child
+					return
 				}
 				if err := reloadWorkspaces(args, getenv, dir); err != nil {
 					log.Error("reload on SIGHUP failed; keeping the running configuration", "err", err)
@@ -334,27 +357,43 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}()
 	ready.Store(true)
-	printBanner(stdout, ln.Addr(), adminLn.Addr(), natsURL, cfg, workspaces, created)
-	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "region", cfg.Region, "durability", cfg.Durability)
+	printBanner(stdout, ln.Addr(), adminLn.Addr(), nats.bannerURL, cfg, workspaces, created)
+	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "region", cfg.Region,
+		"durability", cfg.Durability, "sockets", cmp.Or(inh.source, "own"),
+		"spool_open", spoolOpened.Round(time.Microsecond), "since_spool", time.Since(opening).Round(time.Microsecond))
+	if err := notify.send("READY=1", fmt.Sprintf("MAINPID=%d", os.Getpid()), "STATUS=serving"); err != nil {
+		log.Warn("sd_notify", "err", err)
+	}
 
 	var runErr error
+	var child *upgradeChild
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
+	case child = <-upgraded:
 	}
 	ready.Store(false)
-	log.Info("stopping")
+	notify.send("STOPPING=1")
+	log.Info("stopping", "handover", child != nil)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	stopping := time.Now()
+	if err := drainer.Drain(sctx, srv, cfg.DrainGrace, ln); err != nil {
 		log.Error("API listener did not drain in time", "err", err)
 		srv.Close()
 	}
+	drained := time.Since(stopping)
 	stopCollect()
 	stopForward()
 	fwdWG.Wait()
 	if err := sp.Close(); err != nil && runErr == nil {
 		runErr = err
+	}
+	log.Info("spool closed", "drain", drained.Round(time.Microsecond), "total", time.Since(stopping).Round(time.Microsecond))
+	if child != nil {
+		if err := child.released(); err != nil {
+			log.Error("upgrade: could not tell the new process; it takes over when this one exits", "err", err)
+		}
 	}
 	sinksMu.Lock()
 	for _, s := range sinks {
@@ -363,8 +402,168 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	sinksMu.Unlock()
 	adminSrv.Shutdown(sctx)
 	wg.Wait()
+	nats.stop()
+	if child != nil {
+		child.close()
+		log.Info("stopped; the new process serves", "pid", child.cmd.Process.Pid)
+		return runErr
+	}
 	log.Info("stopped")
 	return runErr
+}
+
+// openServeSpool opens the data dir's spool. The new process of an upgrade
+// is told the old one has released it; should the lock still be held (the
+// old process closing its descriptors), it retries for a while.
+func openServeSpool(cfg *serveConfig, log *slog.Logger, metrics *admin.Metrics, upgrading bool) (*spool.Spool, error) {
+	syncMode := spool.SyncData
+	if cfg.Durability == "memory" {
+		syncMode = spool.SyncNone
+	}
+	opts := spool.Options{
+		SegmentSize: int64(cfg.SpoolSegment),
+		MaxBytes:    int64(cfg.SpoolMaxBytes),
+		MinFree:     int64(cfg.SpoolMinFree),
+		Retention:   cfg.SpoolRetention,
+		Sync:        syncMode,
+		Logger:      log,
+		OnCommit:    metrics.Commit,
+	}
+	deadline := time.Now().Add(cfg.ShutdownTimeout)
+	for {
+		sp, err := spool.Open(spoolDir(cfg.DataDir), opts)
+		switch {
+		case err == nil:
+			return sp, nil
+		case !errors.Is(err, spool.ErrLocked):
+			return nil, err
+		case !upgrading || time.Now().After(deadline):
+			return nil, fmt.Errorf("%w: another trackd is serving data dir %s", err, cfg.DataDir)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// backend is the NATS server the jetstream destination uses: the embedded
+// one, started in the background once the API serves, or an external one.
+type backend struct {
+	bannerURL string        // for the banner: where consumers find it
+	ready     chan struct{} // closed once url is set
+	url       string
+
+	done chan struct{} // closed when the starter goroutine has ended
+	emb  *jetstream.Embedded
+}
+
+// startBackend starts the embedded NATS server unless an external one is
+// configured (or forwarding is off). The new process of an upgrade starts
+// it only once the old process, which holds its port and store, has
+// exited. A failed start is logged and retried until ctx ends.
+func startBackend(ctx context.Context, cfg *serveConfig, parent *upgradeParent, log *slog.Logger) *backend {
+	b := &backend{ready: make(chan struct{}), done: make(chan struct{})}
+	if !cfg.Forward || cfg.NATSURL != "" {
+		b.url, b.bannerURL = cfg.NATSURL, cfg.NATSURL
+		close(b.ready)
+		close(b.done)
+		return b
+	}
+	host, port, _ := net.SplitHostPort(cfg.NATSListen)
+	if host == "" || net.ParseIP(host).IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	if port != "0" {
+		b.bannerURL = "nats://" + net.JoinHostPort(host, port)
+	}
+	go func() {
+		defer close(b.done)
+		if parent != nil {
+			select {
+			case <-parent.gone:
+			case <-ctx.Done():
+				return
+			}
+		}
+		for attempt := 1; ; attempt++ {
+			emb, err := jetstream.StartEmbedded(jetstream.EmbeddedOptions{
+				Dir:        filepath.Join(cfg.DataDir, "jetstream"),
+				Listen:     cfg.NATSListen,
+				SyncAlways: cfg.NATSSyncAlways,
+				Logger:     log.With("component", "nats"),
+			})
+			if err == nil {
+				b.emb, b.url = emb, emb.ClientURL()
+				close(b.ready)
+				log.Info("embedded NATS JetStream serving", "url", b.url)
+				return
+			}
+			log.Error("embedded NATS did not start; records wait in the spool; retrying", "err", err, "attempt", attempt)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
+			}
+		}
+	}()
+	return b
+}
+
+// stop shuts the embedded server down, after its starter has ended (the
+// caller cancelled its context).
+func (b *backend) stop() {
+	<-b.done
+	if b.emb != nil {
+		b.emb.Shutdown()
+	}
+}
+
+// destination is a configured back end and how to connect to it.
+type destination struct {
+	name string
+	open func(context.Context) (sink.Sink, error)
+}
+
+func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destination {
+	var dests []destination
+	if cfg.Forward {
+		jsOpts := jetstream.Options{
+			ConnOptions: jetstream.ConnOptions{
+				CredsFile: cfg.NATSCreds, User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken,
+				TLSCAFile: cfg.NATSTLSCA, TLSCertFile: cfg.NATSTLSCert, TLSKeyFile: cfg.NATSTLSKey,
+			},
+			Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSPrefix, Replicas: cfg.NATSReplicas,
+			DuplicateWindow: cfg.NATSDedup, Logger: log.With("component", "jetstream"),
+		}
+		dests = append(dests, destination{jetstream.DefaultName, func(ctx context.Context) (sink.Sink, error) {
+			select {
+			case <-nats.ready:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			o := jsOpts
+			o.URL = nats.url
+			return jetstream.New(ctx, o)
+		}})
+	}
+	if cfg.HTTPURL != "" {
+		httpOpts := httpsink.Options{URL: cfg.HTTPURL, Mode: cfg.HTTPMode, Headers: cfg.HTTPHeaders.values(), Timeout: cfg.HTTPTimeout,
+			Logger: log.With("component", "httpsink")}
+		dests = append(dests, destination{httpsink.DefaultName, func(context.Context) (sink.Sink, error) { return httpsink.New(httpOpts) }})
+	}
+	if cfg.KafkaBrokers != "" {
+		var brokers []string
+		for _, b := range strings.Split(cfg.KafkaBrokers, ",") {
+			brokers = append(brokers, strings.TrimSpace(b))
+		}
+		kOpts := kafka.Options{
+			Brokers: brokers, Topic: cfg.KafkaTopic, CreateTopic: cfg.KafkaCreateTopic,
+			Partitions: int32(cfg.KafkaPartitions), ReplicationFactor: int16(cfg.KafkaReplication),
+			TLS:    kafka.TLSOptions{Enable: cfg.KafkaTLS || cfg.KafkaTLSCA != "", CAFile: cfg.KafkaTLSCA, CertFile: cfg.KafkaTLSCert, KeyFile: cfg.KafkaTLSKey},
+			SASL:   kafka.SASLOptions{Mechanism: cfg.KafkaSASL, User: cfg.KafkaUser, Password: cfg.KafkaPassword},
+			Logger: log.With("component", "kafka"),
+		}
+		dests = append(dests, destination{kafka.DefaultName, func(ctx context.Context) (sink.Sink, error) { return kafka.New(ctx, kOpts) }})
+	}
+	return dests
 }
 
 // classifyStoreError maps spool errors to the API's answer: always 503 with

@@ -37,6 +37,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runCompare(ctx, args, getenv, stdout, stderr)
 	case "chaos":
 		return runChaos(ctx, args, stdout, stderr)
+	case "restarts":
+		return runRestarts(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usageText)
 		return nil
@@ -55,6 +57,10 @@ Usage:
                                                trackd, alternating; prints each round's ratio
   trackload chaos --trackd-bin PATH --kills K [--min-interval D] [--max-interval D] [--conns N]
                                                SIGKILL and restart trackd under load, then verify
+  trackload restarts --trackd-bin PATH [--upgrades N] [--restarts N] [--conns N]
+                                               upgrade (SIGUSR2) and stop/start trackd (socket
+                                               activation) under load: no request may fail, and
+                                               every acknowledged event is in the stream once
   trackload help                               this text
 
 Load flags:

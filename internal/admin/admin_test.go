@@ -1,8 +1,8 @@
 package admin
 
 import (
+	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,25 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-func TestWorkspaceLabelsAreBounded(t *testing.T) {
-	m := NewMetrics(prometheus.NewRegistry())
-	for i := 0; i < maxWorkspaceLabels+50; i++ {
-		m.Rejected("v1.event", fmt.Sprintf("ws%d", i), "empty_body")
-	}
-	m.Rejected("v1.event", "", "unauthorized")
-	if n := testutil.CollectAndCount(m.wsRejections); n != maxWorkspaceLabels+2 {
-		t.Fatalf("%d workspace series, want %d (+other, +none)", n, maxWorkspaceLabels+2)
-	}
-	if v := testutil.ToFloat64(m.wsRejections.WithLabelValues("other", "empty_body")); v != 50 {
-		t.Fatalf("other = %v, want 50", v)
-	}
-	if v := testutil.ToFloat64(m.rejections.WithLabelValues("v1.event", "empty_body")); v != maxWorkspaceLabels+50 {
-		t.Fatalf("rejections = %v", v)
-	}
-}
 
 func TestHandler(t *testing.T) {
 	reg := prometheus.NewRegistry()
@@ -66,5 +48,150 @@ func TestHandler(t *testing.T) {
 	}
 	if code, _ := get("/debug/pprof/"); code != 200 {
 		t.Errorf("/debug/pprof/: %d", code)
+	}
+}
+
+func TestHandlerCredentials(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg)
+	tracker := NewTracker(nil)
+	srv := httptest.NewServer(Handler(HandlerOptions{
+		Gatherer: reg,
+		Ready:    func() error { return nil },
+		Status:   &StatusOptions{Region: "us", Tracker: tracker},
+		Public:   &PublicOptions{Region: "us", Tracker: tracker},
+		User:     "ops",
+		Password: "correct horse battery staple",
+	}))
+	defer srv.Close()
+	// Redirects are not followed: an unclean path must not reach a
+	// protected page through one.
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(path string, setAuth func(*http.Request)) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest("GET", srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if setAuth != nil {
+			setAuth(req)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	basic := func(user, pass string) func(*http.Request) {
+		return func(r *http.Request) { r.SetBasicAuth(user, pass) }
+	}
+	urlSafe := func(r *http.Request) { // as the Go Track client encodes
+		r.Header.Set("Authorization", "Basic "+base64.URLEncoding.EncodeToString([]byte("ops:correct horse battery staple")))
+	}
+	protected := []string{"/", "/status.json", "/metrics", "/debug/pprof/", "/debug/pprof/cmdline", "/nowhere", "/public/nowhere"}
+	for _, path := range protected {
+		for name, a := range map[string]func(*http.Request){
+			"none":           nil,
+			"wrong password": basic("ops", "correct horse battery"),
+			"wrong user":     basic("root", "correct horse battery staple"),
+			"empty":          basic("", ""),
+			"garbage":        func(r *http.Request) { r.Header.Set("Authorization", "Basic !!!") },
+		} {
+			resp := get(path, a)
+			if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
+				t.Errorf("%s with %s credentials: %d %q, want 401 with a challenge", path, name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+			}
+		}
+	}
+	for _, path := range []string{"/", "/status.json", "/metrics", "/debug/pprof/"} {
+		for name, a := range map[string]func(*http.Request){"standard": basic("ops", "correct horse battery staple"), "url-safe": urlSafe} {
+			if resp := get(path, a); resp.StatusCode != 200 {
+				t.Errorf("%s with the right credentials (%s base64): %d", path, name, resp.StatusCode)
+			}
+		}
+	}
+	if resp := get("/nowhere", basic("ops", "correct horse battery staple")); resp.StatusCode != 404 {
+		t.Errorf("/nowhere with credentials: %d, want 404", resp.StatusCode)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/public/", "/public/api/v2/summary.json", "/public/api/v2/status.json"} {
+		if resp := get(path, nil); resp.StatusCode != 200 {
+			t.Errorf("%s without credentials: %d, want 200 (open)", path, resp.StatusCode)
+		}
+	}
+	// An unclean path that starts like an open one is redirected to its
+	// clean form, not served.
+	if resp := get("/public/../metrics", nil); resp.StatusCode == 200 {
+		t.Errorf("/public/../metrics served without credentials")
+	}
+}
+
+func TestPublicOnlyHandler(t *testing.T) {
+	tracker := NewTracker(nil)
+	for i := 0; i < 50; i++ {
+		tracker.Served("v1.event", "POST", 400, time.Millisecond)
+		tracker.Rejected("v1.event", "secretsite", "empty_body")
+	}
+	srv := httptest.NewServer(PublicOnlyHandler(PublicOptions{Name: "Acme", Region: "eu", Tracker: tracker,
+		Incidents: func() ([]Incident, error) {
+			return []Incident{{ID: "i1", Name: "Elevated errors", Status: "investigating", Impact: "minor"}}, nil
+		}}))
+	defer srv.Close()
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	for _, path := range []string{"/", "/public/", "/api/v2/summary.json", "/public/api/v2/summary.json", "/api/v2/status.json"} {
+		resp, body := get(path)
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Security-Policy") == "" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: %d %v", path, resp.StatusCode, resp.Header)
+		}
+		if strings.Contains(body, "secretsite") || strings.Contains(body, "empty_body") {
+			t.Errorf("%s leaks internal detail:\n%s", path, body)
+		}
+	}
+	if _, body := get("/api/v2/summary.json"); !strings.Contains(body, `"Data Collection API (eu)"`) || !strings.Contains(body, `"Elevated errors"`) {
+		t.Errorf("summary.json: %s", body)
+	}
+	if _, body := get("/"); !strings.Contains(body, "Acme status") || !strings.Contains(body, "Elevated errors") {
+		t.Errorf("page: %s", body)
+	}
+	for _, path := range []string{"/metrics", "/status.json", "/healthz", "/debug/pprof/", "/public/nowhere"} {
+		if resp, _ := get(path); resp.StatusCode != 404 {
+			t.Errorf("%s on the public listener: %d, want 404", path, resp.StatusCode)
+		}
+	}
+	resp, err := http.Post(srv.URL+"/api/v2/summary.json", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d, want 405", resp.StatusCode)
+	}
+}
+
+func TestStatusPageNamesTheRegion(t *testing.T) {
+	tracker := NewTracker(nil)
+	for i := 0; i < 10; i++ {
+		tracker.Served("v1.event", "POST", 400, time.Millisecond)
+		tracker.Rejected("v1.event", "bad", "empty_body")
+	}
+	o := StatusOptions{Region: "eu", Tracker: tracker}
+	var page strings.Builder
+	if err := statusTmpl.Execute(&page, o.Data()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Requests and SLOs — region eu", "Rejections, last 5 minutes — region eu", "Forwarding — region eu", "Region eu: "} {
+		if !strings.Contains(page.String(), want) {
+			t.Errorf("status page lacks %q", want)
+		}
 	}
 }

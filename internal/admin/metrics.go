@@ -1,6 +1,8 @@
 // Package admin is the operator's side of trackd: Prometheus metrics on a
-// private registry, liveness and readiness, and pprof, served on the admin
-// listener, separate from the API.
+// private registry, liveness and readiness, pprof, the SLO burn rates and
+// the status page, served on the admin listener, separate from the API
+// (behind HTTP Basic credentials when configured); and the public status
+// view for customers, on the admin listener or a listener of its own.
 package admin
 
 import (
@@ -13,10 +15,6 @@ import (
 	"github.com/trackd/trackd/internal/forward"
 	"github.com/trackd/trackd/internal/spool"
 )
-
-// maxWorkspaceLabels bounds the workspace label's cardinality: the first
-// workspaces seen get their own label value, the rest share "other".
-const maxWorkspaceLabels = 100
 
 // Metrics records what the API and the spool do. It implements
 // trackapi.Observer. Safe for concurrent use.
@@ -32,8 +30,8 @@ type Metrics struct {
 	quarantined     *prometheus.CounterVec
 	quarantineDrops *prometheus.CounterVec
 
-	mu         sync.Mutex // guards workspaces
-	workspaces map[string]bool
+	mu   sync.Mutex // guards rank, and orders wsRejections' increments and deletions
+	rank *wsRank
 }
 
 // NewMetrics registers trackd's metrics on reg.
@@ -54,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"route", "reason"}),
 		wsRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_http_workspace_rejections_total",
-			Help: "Rejections by workspace (site ID; the first 100 seen have their own value, the rest are \"other\", unauthenticated ones \"none\") and reason.",
+			Help: "Rejections by workspace (site ID for the top " + strconv.Itoa(workspaceLabels) + " workspaces by recent rejections, the rest \"other\", unauthenticated requests \"none\") and reason.",
 		}, []string{"workspace", "reason"}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_panics_total",
@@ -82,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "trackd_quarantine_dropped_total",
 			Help: "Items that could not be quarantined (quarantine full or unwritable), by kind.",
 		}, []string{"kind"}),
-		workspaces: map[string]bool{},
+		rank: newWSRank(time.Now),
 	}
 	reg.MustRegister(m.requests, m.duration, m.rejections, m.wsRejections, m.panics,
 		m.commitDuration, m.commitRecords, m.commitBytes, m.quarantined, m.quarantineDrops)
@@ -98,23 +96,19 @@ func (m *Metrics) Served(route, method string, status int, d time.Duration) {
 // Rejected implements trackapi.Observer.
 func (m *Metrics) Rejected(route, workspace, reason string) {
 	m.rejections.WithLabelValues(route, reason).Inc()
-	m.wsRejections.WithLabelValues(m.workspaceLabel(workspace), reason).Inc()
-}
-
-func (m *Metrics) workspaceLabel(ws string) string {
-	if ws == "" {
-		return "none"
+	if workspace == "" {
+		m.wsRejections.WithLabelValues("none", reason).Inc()
+		return
 	}
+	// Under the lock, so that a series is never incremented after the
+	// ranking deleted it (which would restart it from 0).
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.workspaces[ws] {
-		return ws
+	label, retire := m.rank.observe(workspace)
+	for _, ws := range retire {
+		m.wsRejections.DeletePartialMatch(prometheus.Labels{"workspace": ws})
 	}
-	if len(m.workspaces) < maxWorkspaceLabels {
-		m.workspaces[ws] = true
-		return ws
-	}
-	return "other"
+	m.wsRejections.WithLabelValues(label, reason).Inc()
 }
 
 // Panic counts a contained panic.

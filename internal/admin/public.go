@@ -163,7 +163,7 @@ func (o PublicOptions) Summary() summary {
 			if !f.Waiting && f.LastError != "" && f.LastDeliveredAt != 0 && t.Sub(time.Unix(0, f.LastDeliveredAt)) > 5*time.Minute {
 				st = DegradedPerformance
 			}
-			s.Components = append(s.Components, component{ID: "forwarding-" + f.Destination, Name: "Forwarding (" + f.Destination + ")", Status: st})
+			s.Components = append(s.Components, component{ID: "forwarding-" + o.Region + "-" + f.Destination, Name: "Forwarding (" + f.Destination + ", " + o.Region + ")", Status: st})
 		}
 	}
 	indicator := "none"
@@ -233,18 +233,44 @@ li{margin:.3em 0}.operational{color:#2e7d32}.degraded_performance{color:#f9a825}
 // prefix+"api/v2/status.json". prefix ends in "/".
 func PublicHandler(mux *http.ServeMux, prefix string, o PublicOptions) {
 	mux.HandleFunc("GET "+prefix+"api/v2/summary.json", func(w http.ResponseWriter, r *http.Request) {
+		publicHeaders(w)
 		writeJSON(w, o.Summary())
 	})
 	mux.HandleFunc("GET "+prefix+"api/v2/status.json", func(w http.ResponseWriter, r *http.Request) {
+		publicHeaders(w)
 		s := o.Summary()
 		writeJSON(w, map[string]any{"page": s.Page, "status": s.Status})
 	})
 	mux.HandleFunc("GET "+prefix+"{$}", func(w http.ResponseWriter, r *http.Request) {
+		publicHeaders(w)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		s := o.Summary()
 		sort.SliceStable(s.Incidents, func(i, j int) bool { return s.Incidents[i].CreatedAt.After(s.Incidents[j].CreatedAt) })
 		publicTmpl.Execute(w, s)
 	})
+}
+
+// PublicOnlyHandler serves nothing but the public view, for a listener of
+// its own that can be exposed to customers (--public-listen): the page at /
+// and /public/, the JSON at /api/v2/summary.json and /api/v2/status.json
+// (and the same under /public/, so links to the admin listener's view work
+// unchanged). Every other path is 404.
+func PublicOnlyHandler(o PublicOptions) http.Handler {
+	mux := http.NewServeMux()
+	PublicHandler(mux, "/", o)
+	PublicHandler(mux, "/public/", o)
+	return mux
+}
+
+// publicHeaders are set on every answer of the public view, which may be
+// exposed to the internet: the page loads nothing from anywhere (its style
+// is inline), cannot be framed, and sends no referrer.
+func publicHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-cache")
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

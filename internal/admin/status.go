@@ -106,6 +106,9 @@ func banner(d StatusData) string {
 		return ""
 	}
 	msg := ""
+	if d.Region != "" {
+		msg = "Region " + d.Region + ": "
+	}
 	for _, a := range d.Alerts {
 		msg += fmt.Sprintf("%s SLO burning (%s, %s). ", a.SLO, a.Rule, a.Severity)
 	}
@@ -130,18 +133,18 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f
 .banner{background:#c62828;color:#fff;padding:.8em 1em;font-weight:bold;margin-bottom:1em}.ok{background:#2e7d32;color:#fff;padding:.5em 1em;margin-bottom:1em}</style></head>
 <body><h1>trackd — region {{.Region}}</h1><p>{{.Time.Format "2006-01-02 15:04:05 UTC"}} · refreshes every 10 s · <a href="/status.json">JSON</a> · <a href="/metrics">metrics</a></p>
 {{if .Banner}}<div class="banner" id="banner">{{.Banner}}</div>{{else}}<div class="ok">All SLOs within budget.</div>{{end}}
-<h2>Requests and SLOs</h2>
+<h2>Requests and SLOs — region {{.Region}}</h2>
 <table><tr><th>window</th><th>requests</th><th>req/s</th><th>5xx ratio</th><th>availability burn</th><th>slow ratio</th><th>latency burn</th><th>rejected ratio</th></tr>
 {{range .Windows}}<tr><td>{{.Window}}</td><td>{{.Requests}}</td><td>{{f1 .RequestRate}}</td><td>{{pct .ErrorRatio}}</td><td>{{f1 .AvailabilityBurn}}×</td><td>{{pct .SlowRatio}}</td><td>{{f1 .LatencyBurn}}×</td><td>{{pct .RejectedRatio}}</td></tr>{{end}}</table>
-<h2>Rejections, last 5 minutes</h2>
+<h2>Rejections, last 5 minutes — region {{.Region}}</h2>
 <table><tr><th>reason</th><th>count</th></tr>{{range .Reasons}}<tr><td>{{.Name}}</td><td>{{.Count}}</td></tr>{{else}}<tr><td colspan="2">none</td></tr>{{end}}</table>
 <table><tr><th>top workspaces</th><th>rejections</th></tr>{{range .Workspaces}}<tr><td>{{.Name}}</td><td>{{.Count}}</td></tr>{{else}}<tr><td colspan="2">none</td></tr>{{end}}</table>
 <table><tr><th>workspace reason</th><th>count</th></tr>{{range .Pairs}}<tr><td>{{.Name}}</td><td>{{.Count}}</td></tr>{{end}}</table>
-{{with .Spool}}<h2>Spool</h2><table><tr><th>records</th><th>bytes</th><th>oldest age (s)</th><th>free disk</th><th>state</th></tr>
+{{with .Spool}}<h2>Spool — region {{$.Region}}</h2><table><tr><th>records</th><th>bytes</th><th>oldest age (s)</th><th>free disk</th><th>state</th></tr>
 <tr><td>{{.Records}}</td><td>{{.Bytes}}</td><td>{{f1 .OldestAgeSeconds}}</td><td>{{.FreeDiskBytes}}</td><td>{{if .Failed}}FAILED: {{.Failed}}{{else}}ok{{end}}</td></tr></table>{{end}}
-<h2>Forwarding</h2><table><tr><th>destination</th><th>delivered</th><th>retries</th><th>quarantined</th><th>caught up</th><th>last error</th></tr>
+<h2>Forwarding — region {{.Region}}</h2><table><tr><th>destination</th><th>delivered</th><th>retries</th><th>quarantined</th><th>caught up</th><th>last error</th></tr>
 {{range .Forwarding}}<tr><td>{{.Destination}}</td><td>{{.Delivered}}</td><td>{{.Retries}}</td><td>{{.Quarantined}}</td><td>{{.Waiting}}</td><td>{{.LastError}}</td></tr>{{else}}<tr><td colspan="6">no destination</td></tr>{{end}}</table>
-<h2>Quarantine</h2><table><tr><th>kind</th><th>entries</th></tr>{{range $k, $v := .Quarantine}}<tr><td>{{$k}}</td><td>{{$v}}</td></tr>{{end}}</table>
+<h2>Quarantine — region {{.Region}}</h2><table><tr><th>kind</th><th>entries</th></tr>{{range $k, $v := .Quarantine}}<tr><td>{{$k}}</td><td>{{$v}}</td></tr>{{end}}</table>
 </body></html>
 `))
 

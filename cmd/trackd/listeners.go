@@ -1,0 +1,122 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Listening sockets can come from three places, tried in this order:
+//
+//   - the trackd being upgraded (SIGUSR2), which starts this process with
+//     its sockets as fds 3.. and their names in upgradeFDsEnv;
+//   - systemd socket activation: LISTEN_PID (this process), LISTEN_FDS (the
+//     count, from fd 3) and LISTEN_FDNAMES (FileDescriptorName= in the
+//     .socket unit; unnamed sockets are api, admin, public in that order);
+//   - otherwise trackd listens itself on the configured addresses.
+//
+// Either way the kernel keeps the socket's accept queue across a restart,
+// so a client that connects meanwhile waits instead of being refused.
+const (
+	upgradeFDsEnv  = "_TRACKD_UPGRADE_FDS"  // names of the handed-over listeners, colon-separated, from fd 3
+	upgradeConnEnv = "_TRACKD_UPGRADE_CONN" // fd of the socket to the old process
+)
+
+// Listener names, as in the .socket unit's FileDescriptorName=.
+const (
+	listenerAPI    = "api"
+	listenerAdmin  = "admin"
+	listenerPublic = "public"
+)
+
+var defaultListenerOrder = []string{listenerAPI, listenerAdmin, listenerPublic}
+
+// inheritedListeners are the sockets this process was given, by name.
+type inheritedListeners struct {
+	source string // "upgrade", "systemd", or "" (none)
+	files  map[string]*os.File
+}
+
+// inheritListeners collects the listening sockets handed to this process.
+// It marks them close-on-exec, so they reach a later child only on purpose.
+func inheritListeners(getenv func(string) string) (*inheritedListeners, error) {
+	inh := &inheritedListeners{files: map[string]*os.File{}}
+	var names []string
+	var n int
+	switch {
+	case getenv(upgradeFDsEnv) != "":
+		inh.source = "upgrade"
+		names = strings.Split(getenv(upgradeFDsEnv), ":")
+		n = len(names)
+	case getenv("LISTEN_FDS") != "":
+		pid, err := strconv.Atoi(getenv("LISTEN_PID"))
+		if err != nil || pid != os.Getpid() {
+			return inh, nil // meant for another process
+		}
+		inh.source = "systemd"
+		n, err = strconv.Atoi(getenv("LISTEN_FDS"))
+		if err != nil || n < 0 || n > 16 {
+			return nil, fmt.Errorf("socket activation: LISTEN_FDS=%q", getenv("LISTEN_FDS"))
+		}
+		if s := getenv("LISTEN_FDNAMES"); s != "" {
+			names = strings.Split(s, ":")
+		}
+	default:
+		return inh, nil
+	}
+	for i := range n {
+		fd := 3 + i
+		name := ""
+		if i < len(names) {
+			name = names[i]
+		}
+		if name == "" || name == "unknown" || name == "stored" {
+			if i >= len(defaultListenerOrder) {
+				return nil, fmt.Errorf("%s: socket %d (fd %d) has no name and no default role", inh.source, i, fd)
+			}
+			name = defaultListenerOrder[i]
+		}
+		syscall.CloseOnExec(fd)
+		if _, dup := inh.files[name]; dup {
+			return nil, fmt.Errorf("%s: two sockets named %q", inh.source, name)
+		}
+		inh.files[name] = os.NewFile(uintptr(fd), name)
+	}
+	return inh, nil
+}
+
+// listen returns the inherited listener called name, or a new one on addr.
+func (inh *inheritedListeners) listen(name, addr string) (net.Listener, error) {
+	if f, ok := inh.files[name]; ok {
+		delete(inh.files, name)
+		defer f.Close() // FileListener has its own copy
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s socket %q: %w", inh.source, name, err)
+		}
+		return ln, nil
+	}
+	return net.Listen("tcp", addr)
+}
+
+// close closes the sockets no listener took (the unit may pass one trackd
+// does not use).
+func (inh *inheritedListeners) close() {
+	for _, f := range inh.files {
+		f.Close()
+	}
+	clear(inh.files)
+}
+
+// listenerFile returns a duplicate of ln's socket, to hand to a new process.
+func listenerFile(ln net.Listener) (*os.File, error) {
+	type filer interface{ File() (*os.File, error) }
+	if f, ok := ln.(filer); ok {
+		return f.File()
+	}
+	return nil, errors.New("listener cannot be handed over")
+}

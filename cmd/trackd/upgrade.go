@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The binary upgrade (SIGUSR2), nginx-style, made explicit with the data
+// dir's lock:
+//
+//  1. The old process starts the binary now on disk with the same command
+//     line and environment, handing it the listening sockets (fds 3..) and
+//     one end of a socket pair (the "upgrade connection").
+//  2. The new process reads its configuration and takes the sockets, then
+//     says "ready" (and tells systemd MAINPID=itself). If it fails before
+//     that, the old process logs why and goes on serving: a bad binary or
+//     configuration never takes the service down.
+//  3. The old process stops as on SIGTERM: readiness drops, it stops
+//     accepting (the kernel queues new connections on the shared socket),
+//     in-flight requests finish, keep-alive connections close after their
+//     next answer, the forwarders stop, the spool closes. Then it says
+//     "released".
+//  4. The new process opens the spool (its lock is free now) and serves.
+//     It starts the embedded NATS server once the old process has exited
+//     (the upgrade connection reaches EOF), since the old one holds its
+//     port and store until then; records wait in the spool meanwhile.
+const (
+	upgradeReady    = "ready\n"
+	upgradeReleased = "released\n"
+)
+
+// namedListener is a listening socket and its role (listenerAPI, ...).
+type namedListener struct {
+	name string
+	ln   net.Listener
+}
+
+// upgradeChild is the new process of an upgrade in progress, as its parent
+// sees it.
+type upgradeChild struct {
+	cmd  *exec.Cmd
+	conn net.Conn
+}
+
+// startUpgrade starts exe with argv[1:] and the listeners, and waits up to
+// wait for it to be ready to take over. On an error the new process is
+// gone and the caller goes on serving.
+func startUpgrade(exe string, argv []string, lns []namedListener, stdout, stderr io.Writer, wait time.Duration) (*upgradeChild, error) {
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	ours := os.NewFile(uintptr(pair[0]), "upgrade")
+	theirs := os.NewFile(uintptr(pair[1]), "upgrade")
+	// This process keeps no copy of the new process's descriptors: its end
+	// of the pair must reach EOF when the new process exits.
+	defer theirs.Close()
+	conn, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		return nil, err
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	names := make([]string, len(lns))
+	for i, l := range lns {
+		f, err := listenerFile(l.ln)
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%s listener: %w", l.name, err)
+		}
+		files = append(files, f)
+		names[i] = l.name
+	}
+	cmd := exec.Command(exe, argv[1:]...)
+	cmd.ExtraFiles = append(files[:len(files):len(files)], theirs)
+	cmd.Env = append(childEnv(os.Environ()),
+		upgradeFDsEnv+"="+strings.Join(names, ":"),
+		upgradeConnEnv+"="+strconv.Itoa(3+len(files)))
+	// The new process outlives this one: give it the files themselves, not
+	// pipes copied by goroutines that end with this process.
+	cmd.Stdout, cmd.Stderr = osFile(stdout, os.Stdout), osFile(stderr, os.Stderr)
+	if err := cmd.Start(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("start %s: %w", exe, err)
+	}
+	theirs.Close()
+	for _, f := range files {
+		f.Close()
+	}
+	files = nil
+	go cmd.Wait() // reaps it should it exit while this process still runs
+
+	conn.SetReadDeadline(time.Now().Add(wait))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || line != upgradeReady {
+		cmd.Process.Kill()
+		conn.Close()
+		if err == nil {
+			err = fmt.Errorf("unexpected message %q", line)
+		} else if errors.Is(err, io.EOF) {
+			err = errors.New("it exited before it was ready (its log says why)")
+		}
+		return nil, fmt.Errorf("new process %d: %w", cmd.Process.Pid, err)
+	}
+	conn.SetReadDeadline(time.Time{})
+	return &upgradeChild{cmd: cmd, conn: conn}, nil
+}
+
+// released tells the new process that the spool is free.
+func (c *upgradeChild) released() error {
+	_, err := io.WriteString(c.conn, upgradeReleased)
+	return err
+}
+
+// close ends the upgrade connection: the new process takes it as "the old
+// process is gone" (exiting closes it too).
+func (c *upgradeChild) close() { c.conn.Close() }
+
+// childEnv is env without the variables that handed sockets to this
+// process.
+func childEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", upgradeFDsEnv, upgradeConnEnv:
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func osFile(w io.Writer, def *os.File) *os.File {
+	if f, ok := w.(*os.File); ok {
+		return f
+	}
+	return def
+}
+
+// upgradeParent is the old process of an upgrade, as the new one sees it.
+type upgradeParent struct {
+	conn net.Conn
+	r    *bufio.Reader
+	gone chan struct{} // closed when the old process has exited (or closed the connection)
+}
+
+// upgradeParentFrom returns the upgrade connection this process was given,
+// or nil when it was not started by an upgrade.
+func upgradeParentFrom(getenv func(string) string) (*upgradeParent, error) {
+	s := getenv(upgradeConnEnv)
+	if s == "" {
+		return nil, nil
+	}
+	fd, err := strconv.Atoi(s)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("%s=%q", upgradeConnEnv, s)
+	}
+	syscall.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "upgrade")
+	conn, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("upgrade connection: %w", err)
+	}
+	return &upgradeParent{conn: conn, r: bufio.NewReader(conn), gone: make(chan struct{})}, nil
+}
+
+// ready tells the old process to stop and release the spool, and waits up
+// to wait until it has. The old process exiting counts as releasing it.
+func (p *upgradeParent) ready(wait time.Duration) error {
+	if _, err := io.WriteString(p.conn, upgradeReady); err != nil {
+		return fmt.Errorf("upgrade: telling the old process: %w", err)
+	}
+	p.conn.SetReadDeadline(time.Now().Add(wait))
+	line, err := p.r.ReadString('\n')
+	p.conn.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil && line == upgradeReleased:
+	case errors.Is(err, io.EOF):
+		close(p.gone)
+		return nil
+	case err != nil:
+		return fmt.Errorf("upgrade: waiting for the old process to release the data dir: %w", err)
+	default:
+		return fmt.Errorf("upgrade: unexpected message %q from the old process", line)
+	}
+	go func() { // ends when the old process exits
+		io.Copy(io.Discard, p.r)
+		p.conn.Close()
+		close(p.gone)
+	}()
+	return nil
+}

@@ -1,0 +1,499 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/trackd/trackd/internal/cli"
+)
+
+// restartResult is what a restarts run did and found.
+type restartResult struct {
+	Upgrades     int           `json:"upgrades"`
+	Restarts     int           `json:"restarts"`
+	Upgrade      spread        `json:"upgrade_ms"` // SIGUSR2 to the new process serving
+	Restart      spread        `json:"restart_ms"` // SIGTERM to the next process serving
+	Steady       *loadResult   `json:"steady"`     // the same load before any restart
+	During       *loadResult   `json:"during"`     // the load while restarting and upgrading
+	Failed       int64         `json:"failed_requests"`
+	Acknowledged int64         `json:"acknowledged_events"`
+	Verify       *verifyResult `json:"verify"`
+	Elapsed      float64       `json:"elapsed_seconds"`
+}
+
+// runRestarts is `trackload restarts`: it plays systemd for a trackd — owns
+// its listening sockets (socket activation, LISTEN_FDS) and its
+// NOTIFY_SOCKET — loads it (closed loop), and meanwhile upgrades it
+// (SIGUSR2: the binary on disk takes over the sockets and the data dir)
+// and stops and starts it (SIGTERM, then a new process on the same
+// sockets) the given number of times. Every request must get a 200 (no
+// refused or reset connection, no 5xx) and every acknowledged event must
+// be in the stream exactly once.
+func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet("restarts", stderr)
+	bin := fs.String("trackd-bin", "", "trackd binary to run (required)")
+	upgrades := fs.Int("upgrades", 20, "binary upgrades (SIGUSR2)")
+	restarts := fs.Int("restarts", 20, "stop/start cycles through socket activation")
+	interval := fs.Duration("interval", 300*time.Millisecond, "load time between two restarts or upgrades")
+	steady := fs.Duration("steady", 3*time.Second, "load time before the first restart, for the steady-state figures")
+	conns := fs.Int("conns", 64, "closed-loop workers")
+	opName := fs.String("op", "track", "track or batch (events with client IDs)")
+	batch := fs.Int("batch", 10, "items per v2 batch with --op batch")
+	size := fs.Int("size", 300, "body (batch item) size in bytes")
+	extra := fs.String("trackd-args", "", "more `trackd serve` flags, space-separated")
+	timeout := fs.Duration("timeout", 15*time.Minute, "bound on the whole run")
+	startTimeout := fs.Duration("start-timeout", 60*time.Second, "bound on each start, stop or upgrade")
+	verifyTimeout := fs.Duration("verify-timeout", 60*time.Second, "bound on waiting for the acknowledged events in the stream")
+	logFile := fs.String("trackd-log", "", "write the trackd processes' output to FILE (default: a temp file, shown on failure)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := cli.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	var p problems
+	if *bin == "" {
+		p.add("--trackd-bin PATH is required")
+	}
+	if *upgrades < 0 || *restarts < 0 {
+		p.add("--upgrades and --restarts must not be negative")
+	}
+	if *interval <= 0 || *steady <= 0 {
+		p.add("--interval and --steady must be positive")
+	}
+	if *conns <= 0 || *batch <= 0 || *size <= 0 {
+		p.add("--conns, --batch and --size must be > 0")
+	}
+	op, ok := parseOp(*opName)
+	if !ok || (op != opTrack && op != opBatch) {
+		p.add("--op must be track or batch")
+	}
+	if err := p.err(); err != nil {
+		return err
+	}
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+
+	// Processes orphaned by an upgrade (the new trackd, once the old one
+	// exits) become this process's children, so it can wait for them.
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); e != 0 {
+		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", e)
+	}
+	dir, err := os.MkdirTemp("", "trackload-restarts-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sv, err := newSupervisor(*bin, dir, strings.Fields(*extra), *startTimeout, *logFile)
+	if err != nil {
+		return err
+	}
+	defer sv.close()
+	if err := sv.start(ctx); err != nil {
+		return err
+	}
+	if !*asJSON {
+		fmt.Fprintf(stdout, "trackload restarts: %d upgrades and %d restarts of %s at %s under %d conns, op %s\n",
+			*upgrades, *restarts, *bin, sv.url(), *conns, *opName)
+	}
+
+	oracle := &memOracle{}
+	load := func(stop <-chan struct{}) (*loadResult, error) {
+		return runLoad(ctx, loadOptions{
+			URL: sv.url(), Site: sv.site, Key: sv.key,
+			Conns: *conns, Op: op, Batch: *batch, Size: *size,
+			Timeout: 10 * time.Second, ErrorBackoff: 10 * time.Millisecond,
+			Oracle: oracle, Stop: stop,
+		})
+	}
+	res := &restartResult{Upgrades: *upgrades, Restarts: *restarts}
+	if res.Steady, err = load(timerChan(*steady)); err != nil {
+		return fmt.Errorf("restarts: steady load: %w", err)
+	}
+
+	stopLoad := make(chan struct{})
+	type loadDone struct {
+		res *loadResult
+		err error
+	}
+	loaded := make(chan loadDone, 1)
+	go func() { // owned here: ends after stopLoad is closed (or ctx ends)
+		r, err := load(stopLoad)
+		loaded <- loadDone{r, err}
+	}()
+	var upMS, restartMS []float64
+	cycleErr := func() error {
+		for i := 0; i < max(*upgrades, *restarts); i++ {
+			for _, upgrade := range []bool{true, false} {
+				if (upgrade && i >= *upgrades) || (!upgrade && i >= *restarts) {
+					continue
+				}
+				if !sleepCtx(ctx, *interval) {
+					return ctx.Err()
+				}
+				t0 := time.Now()
+				if upgrade {
+					if err := sv.upgrade(ctx); err != nil {
+						return fmt.Errorf("upgrade %d: %w", len(upMS)+1, err)
+					}
+					upMS = append(upMS, float64(time.Since(t0).Microseconds())/1000)
+				} else {
+					if err := sv.restart(ctx); err != nil {
+						return fmt.Errorf("restart %d: %w", len(restartMS)+1, err)
+					}
+					restartMS = append(restartMS, float64(time.Since(t0).Microseconds())/1000)
+				}
+			}
+		}
+		sleepCtx(ctx, *interval)
+		return nil
+	}()
+	close(stopLoad)
+	ld := <-loaded
+	if cycleErr != nil {
+		return fmt.Errorf("restarts: %w (trackd log: %s)", cycleErr, sv.logTail())
+	}
+	if ld.err != nil {
+		return fmt.Errorf("restarts: load: %w", ld.err)
+	}
+	res.During = ld.res
+	res.Upgrade, res.Restart = spreadOf(upMS), spreadOf(restartMS)
+	res.Failed = res.Steady.Errors() + res.During.Errors() + res.Steady.Canceled + res.During.Canceled
+
+	ids := oracle.IDs()
+	res.Acknowledged = int64(len(ids))
+	if res.Verify, err = verifyStream(ctx, ids, verifyOptions{NATSURL: sv.natsURL(), Timeout: *verifyTimeout}); err != nil {
+		return fmt.Errorf("restarts: verify: %w", err)
+	}
+	stopErr := sv.stop(ctx)
+	res.Elapsed = time.Since(began).Seconds()
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		printRestarts(stdout, res)
+	}
+	if stopErr != nil {
+		fmt.Fprintf(stderr, "trackload: restarts: final stop: %v\n", stopErr)
+		return cli.ErrCheckFailed
+	}
+	if res.Failed > 0 || res.Acknowledged == 0 {
+		return cli.ErrCheckFailed
+	}
+	return verdict(res.Verify, true)
+}
+
+const prSetChildSubreaper = 36 // PR_SET_CHILD_SUBREAPER, linux/prctl.h
+
+func printRestarts(w io.Writer, r *restartResult) {
+	fmt.Fprintf(w, "upgrades   %d (SIGUSR2 to the new process serving: min %s, median %s, max %s)\n",
+		r.Upgrades, fmtMS(r.Upgrade.Min), fmtMS(r.Upgrade.Median), fmtMS(r.Upgrade.Max))
+	fmt.Fprintf(w, "restarts   %d (SIGTERM to the next process serving: min %s, median %s, max %s)\n",
+		r.Restarts, fmtMS(r.Restart.Min), fmtMS(r.Restart.Median), fmtMS(r.Restart.Max))
+	for _, x := range []struct {
+		name string
+		l    *loadResult
+	}{{"steady", r.Steady}, {"during", r.During}} {
+		fmt.Fprintf(w, "%-10s %d requests in %.1fs (%.0f/s), %d ok; latency p50 %s p99 %s p99.9 %s max %s; errors %s\n",
+			x.name, x.l.Requests, x.l.Elapsed, x.l.ReqPerS, x.l.OK,
+			fmtMS(x.l.Latency.P50), fmtMS(x.l.Latency.P99), fmtMS(x.l.Latency.P999), fmtMS(x.l.Latency.Max), errorSummary(x.l))
+	}
+	fmt.Fprintf(w, "acknowledged %d events (the oracle)\n", r.Acknowledged)
+	printVerify(w, r.Verify)
+	switch {
+	case r.Failed > 0:
+		fmt.Fprintf(w, "FAIL: %d requests failed\n", r.Failed)
+	case r.Verify.Lost > 0 || r.Verify.Duplicated > 0:
+		fmt.Fprintf(w, "FAIL: %d acknowledged events lost, %d duplicated\n", r.Verify.Lost, r.Verify.Duplicated)
+	default:
+		fmt.Fprintln(w, "PASS: no request failed; every acknowledged event is in the stream once")
+	}
+}
+
+// supervisor runs trackd the way systemd does with trackd.socket and
+// trackd.service (Type=notify, NotifyAccess=all): it holds the listening
+// sockets and passes them to each process it starts, and learns from
+// sd_notify datagrams which process serves.
+type supervisor struct {
+	bin, dataDir string
+	extra        []string
+	wait         time.Duration
+	site, key    string
+	nats         string
+	api, admin   *os.File // the listening sockets
+	apiAddr      string
+	notify       *net.UnixConn
+	msgs         chan map[string]string
+	log          *os.File
+	logName      string
+
+	pid int // the process that serves (MAINPID)
+}
+
+func newSupervisor(bin, dir string, extra []string, wait time.Duration, logName string) (*supervisor, error) {
+	sv := &supervisor{bin: bin, dataDir: filepath.Join(dir, "data"), extra: extra, wait: wait,
+		site: "trackload", key: randomHex(10), msgs: make(chan map[string]string, 64)}
+	var err error
+	if sv.nats, err = freePort(); err != nil {
+		return nil, err
+	}
+	for _, x := range []struct {
+		f    **os.File
+		addr *string
+	}{{&sv.api, &sv.apiAddr}, {&sv.admin, nil}} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			sv.close()
+			return nil, err
+		}
+		if x.addr != nil {
+			*x.addr = ln.Addr().String()
+		}
+		*x.f, err = ln.(*net.TCPListener).File()
+		ln.Close() // the duplicate in *x.f keeps the socket
+		if err != nil {
+			sv.close()
+			return nil, err
+		}
+	}
+	sv.notify, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify.sock"), Net: "unixgram"})
+	if err != nil {
+		sv.close()
+		return nil, err
+	}
+	sv.logName = cmp.Or(logName, filepath.Join(dir, "trackd.log"))
+	if sv.log, err = os.Create(sv.logName); err != nil {
+		sv.close()
+		return nil, err
+	}
+	go sv.readNotify()
+	return sv, nil
+}
+
+func (sv *supervisor) url() string     { return "http://" + sv.apiAddr }
+func (sv *supervisor) natsURL() string { return "nats://" + sv.nats }
+
+// readNotify passes each sd_notify datagram on as its KEY=VALUE pairs;
+// it ends when the socket is closed.
+func (sv *supervisor) readNotify() {
+	defer close(sv.msgs)
+	buf := make([]byte, 4096)
+	for {
+		n, err := sv.notify.Read(buf)
+		if err != nil {
+			return
+		}
+		m := map[string]string{}
+		for _, l := range strings.Split(string(buf[:n]), "\n") {
+			if k, v, ok := strings.Cut(l, "="); ok {
+				m[k] = v
+			}
+		}
+		select {
+		case sv.msgs <- m:
+		default: // nobody waits: the old process's STOPPING=1 and such
+		}
+	}
+}
+
+// awaitReady waits for READY=1 from a process other than notPID, and
+// makes it the serving one.
+func (sv *supervisor) awaitReady(ctx context.Context, notPID int) error {
+	t := time.NewTimer(sv.wait)
+	defer t.Stop()
+	for {
+		select {
+		case m, ok := <-sv.msgs:
+			if !ok {
+				return errors.New("notify socket closed")
+			}
+			pid, _ := strconv.Atoi(m["MAINPID"])
+			if m["READY"] == "1" && pid > 0 && pid != notPID {
+				sv.pid = pid
+				return nil
+			}
+		case <-t.C:
+			return fmt.Errorf("no process became ready within %v", sv.wait)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// start starts a trackd on the sockets, as systemd would: through a shell
+// that sets LISTEN_PID to its own PID and then becomes trackd.
+func (sv *supervisor) start(ctx context.Context) error {
+	args := append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, sv.bin, "serve",
+		"--data-dir", sv.dataDir, "--listen", sv.apiAddr, "--admin-listen", "127.0.0.1:0",
+		"--nats-listen", sv.nats, "--workspace", sv.site + ":" + sv.key}, sv.extra...)
+	cmd := exec.Command("/bin/sh", args...)
+	cmd.ExtraFiles = []*os.File{sv.api, sv.admin}
+	cmd.Env = append(withoutEnv(os.Environ(), "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"),
+		"LISTEN_FDS=2", "LISTEN_FDNAMES=api:admin", "NOTIFY_SOCKET="+sv.notify.LocalAddr().String())
+	cmd.Stdout, cmd.Stderr = sv.log, sv.log
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start trackd: %w", err)
+	}
+	if err := sv.awaitReady(ctx, 0); err != nil {
+		cmd.Process.Kill()
+		return fmt.Errorf("trackd did not start: %w; log: %s", err, sv.logTail())
+	}
+	if sv.pid != cmd.Process.Pid {
+		return fmt.Errorf("READY=1 came from pid %d, not the started %d", sv.pid, cmd.Process.Pid)
+	}
+	return nil
+}
+
+// upgrade sends SIGUSR2 and waits until the new process serves and the old
+// one has exited cleanly.
+func (sv *supervisor) upgrade(ctx context.Context) error {
+	old := sv.pid
+	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+		return err
+	}
+	if err := sv.awaitReady(ctx, old); err != nil {
+		return err
+	}
+	return sv.reap(ctx, old)
+}
+
+// restart stops the serving process (SIGTERM), waits for its exit, and
+// starts the next one on the same sockets.
+func (sv *supervisor) restart(ctx context.Context) error {
+	if err := sv.stop(ctx); err != nil {
+		return err
+	}
+	return sv.start(ctx)
+}
+
+// stop stops the serving process gracefully and waits for its exit.
+func (sv *supervisor) stop(ctx context.Context) error {
+	if sv.pid == 0 {
+		return nil
+	}
+	pid := sv.pid
+	sv.pid = 0
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return err
+	}
+	return sv.reap(ctx, pid)
+}
+
+// reap waits for pid, a child of this process (started by it, or adopted
+// as the subreaper), to exit, and reports an unclean exit. The wait is
+// bounded: after it, the process is killed.
+func (sv *supervisor) reap(ctx context.Context, pid int) error {
+	done := make(chan error, 1)
+	go func() { // ends when pid exits (it is killed below if it hangs)
+		var ws syscall.WaitStatus
+		for {
+			_, err := syscall.Wait4(pid, &ws, 0, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if err != nil {
+				done <- fmt.Errorf("wait for %d: %w", pid, err)
+				return
+			}
+			if !ws.Exited() || ws.ExitStatus() != 0 {
+				done <- fmt.Errorf("trackd %d exited uncleanly (%v); log: %s", pid, exitDesc(ws), sv.logTail())
+				return
+			}
+			done <- nil
+			return
+		}
+	}()
+	t := time.NewTimer(sv.wait)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	<-done
+	return fmt.Errorf("trackd %d did not exit within %v; killed", pid, sv.wait)
+}
+
+func exitDesc(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "signal " + ws.Signal().String()
+	}
+	return "exit status " + strconv.Itoa(ws.ExitStatus())
+}
+
+// logTail is the end of the trackd processes' shared log.
+func (sv *supervisor) logTail() string {
+	b, _ := os.ReadFile(sv.logName)
+	if len(b) > 4096 {
+		b = b[len(b)-4096:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// close kills a trackd still serving and releases the sockets.
+func (sv *supervisor) close() {
+	if sv.pid != 0 {
+		syscall.Kill(sv.pid, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		syscall.Wait4(sv.pid, &ws, 0, nil)
+		sv.pid = 0
+	}
+	for _, f := range []*os.File{sv.api, sv.admin, sv.log} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	if sv.notify != nil {
+		sv.notify.Close()
+	}
+}
+
+func withoutEnv(env []string, keys ...string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		drop := false
+		for _, x := range keys {
+			drop = drop || k == x
+		}
+		if !drop {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// timerChan returns a channel closed after d.
+func timerChan(d time.Duration) <-chan struct{} {
+	c := make(chan struct{})
+	time.AfterFunc(d, func() { close(c) })
+	return c
+}
+
+// sleepCtx waits d; it reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
