@@ -357,10 +357,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}()
 	ready.Store(true)
-	printBanner(stdout, ln.Addr(), adminLn.Addr(), nats.bannerURL, cfg, workspaces, created)
 	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "region", cfg.Region,
 		"durability", cfg.Durability, "sockets", cmp.Or(inh.source, "own"),
 		"spool_open", spoolOpened.Round(time.Microsecond), "since_spool", time.Since(opening).Round(time.Microsecond))
+	// The API serves. The banner and READY=1 also wait, a bounded time,
+	// for the embedded NATS server, so that whoever reads them can
+	// consume events at once.
+	printBanner(stdout, ln.Addr(), adminLn.Addr(), nats.await(ctx, 10*time.Second, log), cfg, workspaces, created)
 	if err := notify.send("READY=1", fmt.Sprintf("MAINPID=%d", os.Getpid()), "STATUS=serving"); err != nil {
 		log.Warn("sd_notify", "err", err)
 	}
@@ -505,6 +508,21 @@ func startBackend(ctx context.Context, cfg *serveConfig, parent *upgradeParent, 
 		}
 	}()
 	return b
+}
+
+// await waits up to d for the back end's URL; after that, or when ctx
+// ends, it returns the configured address (the server may still come up).
+func (b *backend) await(ctx context.Context, d time.Duration, log *slog.Logger) string {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-b.ready:
+		return b.url
+	case <-t.C:
+		log.Warn("the embedded NATS server is not up yet; serving anyway (records wait in the spool)", "waited", d)
+	case <-ctx.Done():
+	}
+	return b.bannerURL
 }
 
 // stop shuts the embedded server down, after its starter has ended (the
