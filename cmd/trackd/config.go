@@ -39,6 +39,7 @@ type serveConfig struct {
 	RateBurst       int
 	ShutdownTimeout time.Duration
 	DrainGrace      time.Duration
+	LogFormat       string
 
 	// Forwarding to NATS JetStream: the embedded server unless NATSURL.
 	NATSListen     string
@@ -192,6 +193,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second allowed per workspace (0: no limit)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, "rate limit burst (0: one second's worth)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful stop may take")
+	fs.StringVar(&cfg.LogFormat, "log-format", "json", "log lines on stderr as json (log/slog JSON) or text (key=value)")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", time.Second, "on a stop or upgrade, how long keep-alive connections get to close after their last answer before idle ones are closed")
 
 	fs.BoolVar(&cfg.Forward, "forward", true, "forward stored records to NATS JetStream (false: store only)")
@@ -376,6 +378,9 @@ func (c *serveConfig) validate() []string {
 	}
 	if c.ShutdownTimeout <= 0 {
 		p = append(p, "--shutdown-timeout: must be positive")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		p = append(p, fmt.Sprintf("--log-format %q: want json or text", c.LogFormat))
 	}
 	if c.DrainGrace < 0 || c.DrainGrace >= c.ShutdownTimeout {
 		p = append(p, "--drain-grace: from 0 to less than --shutdown-timeout")

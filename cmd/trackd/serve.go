@@ -59,7 +59,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	var logHandler slog.Handler = slog.NewJSONHandler(stderr, nil)
+	if cfg.LogFormat == "text" {
+		logHandler = slog.NewTextHandler(stderr, nil)
+	}
+	log := slog.New(logHandler)
 	log.Info("configuration", cfg.logAttrs()...) // secrets masked
 	notify := newNotifier(getenv)
 
@@ -155,7 +159,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Durability: cfg.Durability,
 		Classify:   classifyStoreError,
 		Logger:     log,
-		Observer:   admin.Observers{metrics, tracker},
+		Observer:   admin.Observers{metrics, tracker, admin.NewRejectLog(log, 10*time.Second, time.Now)},
 		OnPanic:    func(p trackapi.PanicInfo) { quarantinePanic(quar, metrics, log, p) },
 	})
 	if err != nil {

@@ -85,7 +85,7 @@ func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
 			syscall.Wait4(newPID, &ws, 0, nil)
 		}
 	}()
-	waitLog("msg=serving")
+	waitLog(`"msg":"serving"`)
 	send := func(id string) {
 		t.Helper()
 		resp := call(t, "POST", "http://"+api+"/api/v1/customers/1/events", "s", "k", `{"name":"e","id":"`+id+`"}`)
@@ -103,7 +103,7 @@ func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
 	install(goodBytes)
 	cmd.Process.Signal(syscall.SIGUSR2)
 	line := waitLog("the new process is ready; handing over")
-	m := regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(line)
+	m := regexp.MustCompile(`"pid":(\d+)`).FindStringSubmatch(line)
 	if m == nil {
 		t.Fatalf("no pid in %q", line)
 	}
@@ -118,5 +118,5 @@ func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
 		t.Fatalf("new process: %v %v", err, ws)
 	}
 	newPID = 0
-	waitLog("msg=stopped")
+	waitLog(`"msg":"stopped"`)
 }
