@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -360,6 +361,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			}
 		}
 	}()
+	// The process that serves this data dir, for scripts (an upgrade's new
+	// process overwrites it; a clean stop removes it).
+	if err := writePIDFile(cfg.DataDir); err != nil {
+		log.Warn("pid file", "err", err)
+	}
 	ready.Store(true)
 	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "region", cfg.Region,
 		"durability", cfg.Durability, "sockets", cmp.Or(inh.source, "own"),
@@ -415,8 +421,24 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		log.Info("stopped; the new process serves", "pid", child.cmd.Process.Pid)
 		return runErr
 	}
+	removePIDFile(cfg.DataDir)
 	log.Info("stopped")
 	return runErr
+}
+
+// pidFile, in the data dir, holds the PID of the trackd serving it.
+const pidFile = "trackd.pid"
+
+func writePIDFile(dataDir string) error {
+	return vfs.WriteFileAtomic(vfs.OS{}, dataDir, pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"))
+}
+
+// removePIDFile removes the pid file if it still names this process.
+func removePIDFile(dataDir string) {
+	name := filepath.Join(dataDir, pidFile)
+	if b, err := os.ReadFile(name); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(name)
+	}
 }
 
 // openServeSpool opens the data dir's spool. The new process of an upgrade

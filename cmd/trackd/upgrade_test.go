@@ -43,7 +43,8 @@ func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
 	install(goodBytes)
 
 	api := freePort(t)
-	cmd := exec.Command(bin, "serve", "--data-dir", t.TempDir(), "--listen", api, "--admin-listen", "127.0.0.1:0",
+	dataDir := t.TempDir()
+	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", api, "--admin-listen", "127.0.0.1:0",
 		"--nats-listen", freePort(t), "--workspace", "s:k")
 	// Plain pipes, not StdoutPipe: Wait closes those, and the new process
 	// writes to the same stdout after the old one has exited.
@@ -112,6 +113,10 @@ func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
 		t.Fatalf("old process: %v\n%s", err, strings.Join(seen, "\n"))
 	}
 	send("01J0000000000000000000000C") // queued by the kernel until the new process serves
+	waitLog(`"msg":"serving"`)         // the new one's, logged after it wrote the pid file
+	if b, err := os.ReadFile(filepath.Join(dataDir, pidFile)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(newPID) {
+		t.Fatalf("pid file after the upgrade: %q, %v; want %d", b, err, newPID)
+	}
 	syscall.Kill(newPID, syscall.SIGTERM)
 	var ws syscall.WaitStatus
 	if _, err := syscall.Wait4(newPID, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
@@ -119,4 +124,7 @@ func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
 	}
 	newPID = 0
 	waitLog(`"msg":"stopped"`)
+	if _, err := os.Stat(filepath.Join(dataDir, pidFile)); !os.IsNotExist(err) {
+		t.Fatalf("pid file after a clean stop: %v", err)
+	}
 }
