@@ -56,6 +56,12 @@ type manifest struct {
 	Version  int           `json:"version"`
 	FirstSeq uint64        `json:"first_seq"`
 	Sealed   []sealedEntry `json:"sealed"`
+	// Open, written by a clean Close, vouches for the first Size bytes of
+	// the open segment Seq (with their records and times), so that the
+	// next open scans only what follows them. The segment is append-only:
+	// what a checkpoint vouches for stays true until the segment is sealed
+	// (then Seq is no longer the open segment and it is ignored).
+	Open *sealedEntry `json:"open,omitempty"`
 }
 
 // sealedEntry describes a sealed segment.

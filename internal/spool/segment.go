@@ -186,30 +186,38 @@ func lastNonZero(f vfs.File, from, size int64) (int64, error) {
 	}
 	// Space reserved for the segment and never written reads as zeros: a
 	// file system that tracks it (ext4, XFS) lets the search skip it
-	// instead of reading tens of MiB of zeros at every open. It still
-	// reports as data the pages it has cached (readahead past the end of
-	// the data), so those are read, a chunk at a time.
-	last := from
+	// instead of reading tens of MiB of zeros at every open. It reports
+	// cached pages as data too, and reading brings pages in (readahead), so
+	// the regions that may hold data are all listed before any is read.
+	var regions [][2]int64
 	for pos := from; pos < size; {
 		off, err := ds.SeekData(pos)
 		if errors.Is(err, io.EOF) || (err == nil && off >= size) {
 			break
 		}
-		if err != nil || off < pos {
+		if err != nil || off < pos || len(regions) == maxDataRegions {
 			return readLastNonZero(f, from, size) // the file system cannot tell
 		}
-		end := min(size, (off/zeroChunk+1)*zeroChunk)
-		e, err := readLastNonZero(f, off, end)
-		if err != nil {
-			return 0, err
+		end, err := ds.SeekHole(off)
+		if err != nil || end <= off {
+			return readLastNonZero(f, from, size)
 		}
-		if e > off {
-			last = e
-		}
+		end = min(end, size)
+		regions = append(regions, [2]int64{off, end})
 		pos = end
 	}
-	return last, nil
+	for i := len(regions) - 1; i >= 0; i-- {
+		e, err := readLastNonZero(f, regions[i][0], regions[i][1])
+		if err != nil || e > regions[i][0] {
+			return e, err
+		}
+	}
+	return from, nil
 }
+
+// maxDataRegions bounds the regions lastNonZero lists; past it, it reads
+// everything.
+const maxDataRegions = 1024
 
 // readLastNonZero is lastNonZero by reading every byte.
 func readLastNonZero(f vfs.File, from, size int64) (int64, error) {

@@ -556,6 +556,7 @@ func (s *Spool) Close() error {
 	<-s.done
 	var err error
 	if s.f != nil {
+		s.checkpoint()
 		err = s.f.Close()
 		s.f = nil
 	}
@@ -563,6 +564,29 @@ func (s *Spool) Close() error {
 		err = lerr
 	}
 	return err
+}
+
+// checkpoint records in the manifest what the open segment holds, once it
+// is all durable, so that the next open need not scan it (FORMAT.md §5).
+// It runs in Close, after the last commit. A failure costs only that scan.
+func (s *Spool) checkpoint() {
+	if s.stickyErr() != nil {
+		return
+	}
+	if err := s.f.Datasync(); err != nil {
+		s.opts.Logger.Warn("spool: no checkpoint at close; the next open scans the open segment", "err", err)
+		return
+	}
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
+	s.mu.Lock()
+	m := s.manifestLocked()
+	o := s.open
+	s.mu.Unlock()
+	m.Open = &sealedEntry{Seq: o.seq, Size: o.size, Records: o.records, FirstAt: o.firstAt, LastAt: o.lastAt}
+	if err := writeManifest(s.fs, s.dir, &m); err != nil {
+		s.opts.Logger.Warn("spool: no checkpoint at close; the next open scans the open segment", "err", err)
+	}
 }
 
 // Err returns the sticky failure, or nil while the spool accepts appends.

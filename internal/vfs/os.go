@@ -111,9 +111,13 @@ func (OS) Free(name string) (uint64, error) {
 type osFile struct{ *os.File }
 
 // SeekData implements DataSeeker with lseek(SEEK_DATA).
-func (f osFile) SeekData(off int64) (int64, error) {
-	const seekData = 3 // SEEK_DATA, linux/fs.h
-	n, err := syscall.Seek(int(f.Fd()), off, seekData)
+func (f osFile) SeekData(off int64) (int64, error) { return f.seek(off, 3 /* SEEK_DATA */) }
+
+// SeekHole implements DataSeeker with lseek(SEEK_HOLE).
+func (f osFile) SeekHole(off int64) (int64, error) { return f.seek(off, 4 /* SEEK_HOLE */) }
+
+func (f osFile) seek(off int64, whence int) (int64, error) {
+	n, err := syscall.Seek(int(f.Fd()), off, whence)
 	if errors.Is(err, syscall.ENXIO) {
 		return 0, io.EOF
 	}

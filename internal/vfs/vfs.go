@@ -73,10 +73,14 @@ type File interface {
 // DataSeeker is implemented by files that can skip holes: SeekData
 // returns the offset of the first byte at or after off that may hold data
 // (everything in between reads as zeros: holes, or space reserved by
-// Preallocate and never written), or io.EOF when only zeros follow. A file
-// system that cannot tell returns off itself.
+// Preallocate and never written), or io.EOF when only zeros follow.
+// SeekHole returns the offset of the first byte at or after off from which
+// on a hole begins (the file's size if none). A file system that cannot tell
+// reports the whole file as data. Cached pages count as data, so reading
+// the file changes the answers: ask before reading.
 type DataSeeker interface {
 	SeekData(off int64) (int64, error)
+	SeekHole(off int64) (int64, error)
 }
 
 // ErrLocked is returned by Lock when another holder has the lock.
