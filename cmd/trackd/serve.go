@@ -370,13 +370,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	log.Info("serving", "listen", ln.Addr().String(), "admin", adminLn.Addr().String(), "region", cfg.Region,
 		"durability", cfg.Durability, "sockets", cmp.Or(inh.source, "own"),
 		"spool_open", spoolOpened.Round(time.Microsecond), "since_spool", time.Since(opening).Round(time.Microsecond))
-	// The API serves. The banner and READY=1 also wait, a bounded time,
-	// for the embedded NATS server, so that whoever reads them can
-	// consume events at once.
-	printBanner(stdout, ln.Addr(), adminLn.Addr(), nats.await(ctx, 10*time.Second, log), cfg, workspaces, created)
+	// The API serves: tell systemd (READY=1 means what /readyz means). The
+	// banner also waits, a bounded time, for the embedded NATS server, so
+	// that whoever reads it can consume events at once.
 	if err := notify.send("READY=1", fmt.Sprintf("MAINPID=%d", os.Getpid()), "STATUS=serving"); err != nil {
 		log.Warn("sd_notify", "err", err)
 	}
+	printBanner(stdout, ln.Addr(), adminLn.Addr(), nats.await(ctx, 10*time.Second, log), cfg, workspaces, created)
 
 	var runErr error
 	var child *upgradeChild
