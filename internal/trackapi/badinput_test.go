@@ -359,13 +359,19 @@ func TestSlowBody(t *testing.T) {
 	}
 
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(res.Body)
 	if res.StatusCode != 408 || res.Header.Get("X-Trackd-Reason") != "timeout" || !res.Close {
 		t.Errorf("status %d reason %q close %v", res.StatusCode, res.Header.Get("X-Trackd-Reason"), res.Close)
+	}
+	// And the server closes the connection: it does not go on waiting for
+	// the rest of the body (which never comes) after answering.
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("after the 408: %v, want the connection closed (EOF)", err)
 	}
 	checkShape(t, "v1", body)
 	recs := f.store.take()

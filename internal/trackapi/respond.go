@@ -127,6 +127,14 @@ func (ex *exchange) fail(e *apiError) {
 	}
 	if e.closeConn {
 		h["Connection"] = hdrClose
+		// The rest of the body is not wanted. net/http would still read
+		// up to 256 KiB of it after the handler, with no deadline left (a
+		// client could hold the connection, and a restart's drain, for
+		// ever): end reading now, so the connection closes after the
+		// answer.
+		if rd := ex.deadliner(); rd != nil {
+			rd.SetReadDeadline(time.Now())
+		}
 	}
 	ex.s.obs.Rejected(ex.routeName(), ex.ws.SiteID, e.reason)
 
