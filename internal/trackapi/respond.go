@@ -35,6 +35,10 @@ const (
 
 // apiError is a rejection: status, reason code, the field concerned (if
 // any) and a message safe to show the client.
+// discardGrace bounds how long the unwanted rest of a refused body is
+// read (and discarded) before the connection closes.
+const discardGrace = 2 * time.Second
+
 type apiError struct {
 	status     int
 	reason     string
@@ -127,13 +131,18 @@ func (ex *exchange) fail(e *apiError) {
 	}
 	if e.closeConn {
 		h["Connection"] = hdrClose
-		// The rest of the body is not wanted. net/http would still read
-		// up to 256 KiB of it after the handler, with no deadline left (a
-		// client could hold the connection, and a restart's drain, for
-		// ever): end reading now, so the connection closes after the
-		// answer.
+		// The rest of the body is not wanted. net/http still reads up to
+		// 256 KiB of it after the handler (so that a client still sending
+		// a too-large body gets to read this answer instead of a reset),
+		// but with no deadline left a client could hold the connection,
+		// and a restart's drain, for ever. Bound that: a client that
+		// already ran out of time gets none, others a moment.
 		if rd := ex.deadliner(); rd != nil {
-			rd.SetReadDeadline(time.Now())
+			d := time.Now().Add(discardGrace)
+			if e.reason == ReasonTimeout {
+				d = time.Now()
+			}
+			rd.SetReadDeadline(d)
 		}
 	}
 	ex.s.obs.Rejected(ex.routeName(), ex.ws.SiteID, e.reason)
