@@ -121,3 +121,46 @@ func TestCheckpointOfARolledSegmentIsIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckpointOfAnotherFileIsIgnored: a checkpoint whose creation time
+// does not match the segment's header (another file with the same sequence
+// number) vouches for nothing: the segment is scanned in full.
+func TestCheckpointOfAnotherFileIsIgnored(t *testing.T) {
+	fsys := vfs.NewMemFS()
+	opts := Options{FS: fsys, SegmentSize: 1 << 20, Retention: -1}
+	s, err := Open(crashDir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g := range 5 {
+		if err := s.Append(context.Background(), groupRecords(1, g, 3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := readManifest(fsys, crashDir)
+	if err != nil || m.Open == nil {
+		t.Fatalf("manifest: %+v %v", m, err)
+	}
+	m.Open.Created++
+	if err := writeManifest(fsys, crashDir, m); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fsys.OpenFile(path.Join(crashDir, segmentName(m.Open.Seq)), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{0xff}, segmentHeaderSize+20)
+	f.Sync()
+	f.Close()
+	s, err = Open(crashDir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Report().Clean() {
+		t.Fatal("the segment was not scanned: a checkpoint of another file was trusted")
+	}
+}

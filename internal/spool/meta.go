@@ -72,6 +72,9 @@ type sealedEntry struct {
 	FirstAt int64  `json:"first_at"`
 	LastAt  int64  `json:"last_at"`
 	AckedAt int64  `json:"acked_at"`
+	// Created, in a checkpoint (manifest "open") only, is the creation
+	// time in the segment's header: it ties the checkpoint to that file.
+	Created int64 `json:"created,omitempty"`
 }
 
 func writeManifest(fsys vfs.FS, dir string, m *manifest) error {

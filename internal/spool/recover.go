@@ -325,7 +325,7 @@ func (s *Spool) recoverUnlisted(seq uint64, last bool, cp *sealedEntry, damage f
 		return segmentStats{}, nil, nil
 	}
 	from := int64(segmentHeaderSize)
-	if cp != nil && cp.Seq == seq && cp.Size >= from && cp.Size <= size {
+	if cp != nil && cp.Seq == seq && cp.Created == segmentCreated(hdr) && cp.Size >= from && cp.Size <= size {
 		from = cp.Size
 	} else {
 		cp = nil

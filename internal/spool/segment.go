@@ -63,6 +63,9 @@ func checkSegmentHeader(h []byte, seq uint64) error {
 	return nil
 }
 
+// segmentCreated is the creation time in a valid segment header.
+func segmentCreated(h []byte) int64 { return int64(binary.LittleEndian.Uint64(h[20:])) }
+
 // scanResult is what a scan of a segment's frames found.
 type scanResult struct {
 	// end is the offset just past the last complete group.

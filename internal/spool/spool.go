@@ -573,6 +573,11 @@ func (s *Spool) checkpoint() {
 	if s.stickyErr() != nil {
 		return
 	}
+	hdr := make([]byte, segmentHeaderSize)
+	if _, err := s.f.ReadAt(hdr, 0); err != nil {
+		s.opts.Logger.Warn("spool: no checkpoint at close; the next open scans the open segment", "err", err)
+		return
+	}
 	if err := s.f.Datasync(); err != nil {
 		s.opts.Logger.Warn("spool: no checkpoint at close; the next open scans the open segment", "err", err)
 		return
@@ -583,7 +588,8 @@ func (s *Spool) checkpoint() {
 	m := s.manifestLocked()
 	o := s.open
 	s.mu.Unlock()
-	m.Open = &sealedEntry{Seq: o.seq, Size: o.size, Records: o.records, FirstAt: o.firstAt, LastAt: o.lastAt}
+	m.Open = &sealedEntry{Seq: o.seq, Size: o.size, Records: o.records, FirstAt: o.firstAt, LastAt: o.lastAt,
+		Created: segmentCreated(hdr)}
 	if err := writeManifest(s.fs, s.dir, &m); err != nil {
 		s.opts.Logger.Warn("spool: no checkpoint at close; the next open scans the open segment", "err", err)
 	}
