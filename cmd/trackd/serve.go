@@ -79,6 +79,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer inh.close()
+	// The binary an upgrade starts: the path this one was started by,
+	// without following symlinks (a deployment that moves a symlink to a
+	// new version upgrades to that version).
+	exe, exeErr := upgradeExecutable()
 	parent, err := upgradeParentFrom(getenv)
 	if err != nil {
 		return err
@@ -125,13 +129,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		defer publicLn.Close()
 		handover = append(handover, namedListener{listenerPublic, publicLn})
 	}
+	inh.close() // sockets handed over that this configuration does not use
+	// An admin socket handed over by systemd or an upgrade is checked like
+	// --admin-listen: on a non-loopback address it needs credentials.
+	if a, ok := adminLn.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() && cfg.AdminUser == "" {
+		return &cli.UsageError{Problems: []string{fmt.Sprintf("the admin socket handed to trackd listens on %s, not a loopback address: set --admin-user and --admin-password (or --admin-password-file) so that it requires credentials", a)}}
+	}
 
 	// In an upgrade, everything that could fail is done: tell the old
 	// process to stop, and wait until it has released the data dir.
 	if parent != nil {
-		if err := notify.send(fmt.Sprintf("MAINPID=%d", os.Getpid())); err != nil {
-			log.Warn("sd_notify", "err", err)
-		}
 		log.Info("upgrade: ready to take over; waiting for the old process to release the data dir")
 		if err := parent.ready(2*cfg.ShutdownTimeout + 10*time.Second); err != nil {
 			return err
@@ -332,7 +339,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		exe, exeErr := os.Executable()
 		for {
 			select {
 			case <-collectCtx.Done(): // stopping
@@ -344,10 +350,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 						continue
 					}
 					log.Info("upgrade on SIGUSR2: starting the new binary", "binary", exe)
-					child, err := startUpgrade(exe, os.Args, handover, stdout, stderr, cfg.ShutdownTimeout+30*time.Second)
+					child, err := startUpgrade(ctx, exe, os.Args, handover, stdout, stderr, cfg.ShutdownTimeout+30*time.Second)
 					if err != nil {
 						log.Error("upgrade failed; still serving", "err", err)
 						continue
+					}
+					// Still the main process: tell systemd which one is
+					// next, before stopping (a message from this process
+					// after that would be ignored, or worse).
+					if err := notify.send(fmt.Sprintf("MAINPID=%d", child.cmd.Process.Pid)); err != nil {
+						log.Warn("sd_notify", "err", err)
 					}
 					log.Info("upgrade: the new process is ready; handing over", "pid", child.cmd.Process.Pid)
 					upgraded <- child
@@ -376,6 +388,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := notify.send("READY=1", fmt.Sprintf("MAINPID=%d", os.Getpid()), "STATUS=serving"); err != nil {
 		log.Warn("sd_notify", "err", err)
 	}
+	if parent != nil {
+		if err := parent.serving(); err != nil {
+			log.Warn("upgrade: could not tell the old process that this one serves", "err", err)
+		}
+	}
 	printBanner(stdout, ln.Addr(), adminLn.Addr(), nats.await(ctx, 10*time.Second, log), cfg, workspaces, created)
 
 	var runErr error
@@ -386,7 +403,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	case child = <-upgraded:
 	}
 	ready.Store(false)
-	notify.send("STOPPING=1")
+	if child == nil {
+		// Not on a handover: systemd would stop the service (MAINPID is
+		// the new process already).
+		notify.send("STOPPING=1")
+	}
 	log.Info("stopping", "handover", child != nil)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -415,9 +436,21 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	sinksMu.Unlock()
 	adminSrv.Shutdown(sctx)
 	wg.Wait()
+	// An upgrade that got ready just as a stop began does not take over.
+	select {
+	case c := <-upgraded:
+		log.Info("upgrade: stopping instead; the new process is stopped", "pid", c.cmd.Process.Pid)
+		c.abort()
+	default:
+	}
 	nats.stop()
 	if child != nil {
+		err := child.waitServing(cfg.ShutdownTimeout)
 		child.close()
+		if err != nil {
+			log.Error("upgrade: "+err.Error(), "pid", child.cmd.Process.Pid)
+			return errors.Join(runErr, err)
+		}
 		log.Info("stopped; the new process serves", "pid", child.cmd.Process.Pid)
 		return runErr
 	}

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,21 +23,28 @@ import (
 //     line and environment, handing it the listening sockets (fds 3..) and
 //     one end of a socket pair (the "upgrade connection").
 //  2. The new process reads its configuration and takes the sockets, then
-//     says "ready" (and tells systemd MAINPID=itself). If it fails before
-//     that, the old process logs why and goes on serving: a bad binary or
-//     configuration never takes the service down.
-//  3. The old process stops as on SIGTERM: readiness drops, it stops
-//     accepting (the kernel queues new connections on the shared socket),
-//     in-flight requests finish, keep-alive connections close after their
-//     next answer, the forwarders stop, the spool closes. Then it says
-//     "released".
-//  4. The new process opens the spool (its lock is free now) and serves.
-//     It starts the embedded NATS server once the old process has exited
-//     (the upgrade connection reaches EOF), since the old one holds its
-//     port and store until then; records wait in the spool meanwhile.
+//     says "ready". If it fails before that, the old process logs why and
+//     goes on serving: a bad binary or configuration never takes the
+//     service down. A SIGTERM meanwhile kills the new process and stops.
+//  3. The old process tells systemd MAINPID=<new> (it is still the main
+//     process, so NotifyAccess=main suffices) and stops as on SIGTERM,
+//     without STOPPING=1 (that would stop the service): readiness drops, it
+//     stops accepting (the kernel queues new connections on the shared
+//     socket), in-flight requests finish, keep-alive connections close
+//     after their next answer, the forwarders stop, the spool closes. Then
+//     it says "released".
+//  4. The new process opens the spool (its lock is free now), serves, and
+//     says "serving". It starts the embedded NATS server once the old
+//     process has exited (the upgrade connection reaches EOF), since the
+//     old one holds its port and store until then; records wait in the
+//     spool meanwhile.
+//  5. The old process exits 0 once it heard "serving", and non-zero if the
+//     new process died before (then nothing serves: systemd's Restart=
+//     starts a new one on the sockets it holds).
 const (
 	upgradeReady    = "ready\n"
 	upgradeReleased = "released\n"
+	upgradeServing  = "serving\n"
 )
 
 // namedListener is a listening socket and its role (listenerAPI, ...).
@@ -49,12 +58,13 @@ type namedListener struct {
 type upgradeChild struct {
 	cmd  *exec.Cmd
 	conn net.Conn
+	r    *bufio.Reader
 }
 
 // startUpgrade starts exe with argv[1:] and the listeners, and waits up to
-// wait for it to be ready to take over. On an error the new process is
-// gone and the caller goes on serving.
-func startUpgrade(exe string, argv []string, lns []namedListener, stdout, stderr io.Writer, wait time.Duration) (*upgradeChild, error) {
+// wait (or until ctx ends) for it to be ready to take over. On an error the
+// new process is gone and the caller goes on serving.
+func startUpgrade(ctx context.Context, exe string, argv []string, lns []namedListener, stdout, stderr io.Writer, wait time.Duration) (*upgradeChild, error) {
 	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
@@ -104,20 +114,46 @@ func startUpgrade(exe string, argv []string, lns []namedListener, stdout, stderr
 	files = nil
 	go cmd.Wait() // reaps it should it exit while this process still runs
 
+	c := &upgradeChild{cmd: cmd, conn: conn, r: bufio.NewReader(conn)}
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	conn.SetReadDeadline(time.Now().Add(wait))
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	line, err := c.r.ReadString('\n')
+	stopped := !stop()
 	if err != nil || line != upgradeReady {
-		cmd.Process.Kill()
-		conn.Close()
-		if err == nil {
-			err = fmt.Errorf("unexpected message %q", line)
-		} else if errors.Is(err, io.EOF) {
+		c.abort()
+		switch {
+		case stopped:
+			err = errors.New("stopping (SIGTERM) before it was ready")
+		case errors.Is(err, io.EOF):
 			err = errors.New("it exited before it was ready (its log says why)")
+		case err == nil:
+			err = fmt.Errorf("unexpected message %q", line)
 		}
 		return nil, fmt.Errorf("new process %d: %w", cmd.Process.Pid, err)
 	}
 	conn.SetReadDeadline(time.Time{})
-	return &upgradeChild{cmd: cmd, conn: conn}, nil
+	return c, nil
+}
+
+// abort kills the new process (it has not touched the data dir yet).
+func (c *upgradeChild) abort() {
+	c.cmd.Process.Kill()
+	c.conn.Close()
+}
+
+// waitServing waits up to wait for the new process to say it serves.
+func (c *upgradeChild) waitServing(wait time.Duration) error {
+	c.conn.SetReadDeadline(time.Now().Add(wait))
+	line, err := c.r.ReadString('\n')
+	switch {
+	case err == nil && line == upgradeServing:
+		return nil
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("the new process %d exited before it served: nothing serves now", c.cmd.Process.Pid)
+	case err != nil:
+		return fmt.Errorf("the new process %d did not say it serves: %w", c.cmd.Process.Pid, err)
+	}
+	return fmt.Errorf("the new process %d: unexpected message %q", c.cmd.Process.Pid, line)
 }
 
 // released tells the new process that the spool is free.
@@ -129,6 +165,25 @@ func (c *upgradeChild) released() error {
 // close ends the upgrade connection: the new process takes it as "the old
 // process is gone" (exiting closes it too).
 func (c *upgradeChild) close() { c.conn.Close() }
+
+// upgradeExecutable is the binary an upgrade starts: the path this process
+// was started by (made absolute, symlinks not followed), else the running
+// binary's.
+func upgradeExecutable() (string, error) {
+	arg0 := os.Args[0]
+	if !strings.Contains(arg0, "/") {
+		p, err := exec.LookPath(arg0)
+		if err != nil {
+			return os.Executable()
+		}
+		arg0 = p
+	}
+	p, err := filepath.Abs(arg0)
+	if err != nil {
+		return os.Executable()
+	}
+	return p, nil
+}
 
 // childEnv is env without the variables that handed sockets to this
 // process.
@@ -178,6 +233,12 @@ func upgradeParentFrom(getenv func(string) string) (*upgradeParent, error) {
 		return nil, fmt.Errorf("upgrade connection: %w", err)
 	}
 	return &upgradeParent{conn: conn, r: bufio.NewReader(conn), gone: make(chan struct{})}, nil
+}
+
+// serving tells the old process that this one serves.
+func (p *upgradeParent) serving() error {
+	_, err := io.WriteString(p.conn, upgradeServing)
+	return err
 }
 
 // ready tells the old process to stop and release the spool, and waits up

@@ -305,14 +305,15 @@ func (sv *supervisor) readNotify() {
 		}
 		select {
 		case sv.msgs <- m:
-		default: // nobody waits: the old process's STOPPING=1 and such
+		default: // 64 messages nobody read: the harness is stuck anyway
 		}
 	}
 }
 
 // awaitReady waits for READY=1 from a process other than notPID, and
-// makes it the serving one.
-func (sv *supervisor) awaitReady(ctx context.Context, notPID int) error {
+// makes it the serving one. During an upgrade, STOPPING=1 fails it: systemd
+// would stop the whole service on it.
+func (sv *supervisor) awaitReady(ctx context.Context, notPID int, upgrading bool) error {
 	t := time.NewTimer(sv.wait)
 	defer t.Stop()
 	for {
@@ -322,6 +323,9 @@ func (sv *supervisor) awaitReady(ctx context.Context, notPID int) error {
 				return errors.New("notify socket closed")
 			}
 			pid, _ := strconv.Atoi(m["MAINPID"])
+			if upgrading && m["STOPPING"] == "1" {
+				return errors.New("STOPPING=1 during an upgrade: systemd would stop the service")
+			}
 			if m["READY"] == "1" && pid > 0 && pid != notPID {
 				sv.pid = pid
 				return nil
@@ -348,7 +352,7 @@ func (sv *supervisor) start(ctx context.Context) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start trackd: %w", err)
 	}
-	if err := sv.awaitReady(ctx, 0); err != nil {
+	if err := sv.awaitReady(ctx, 0, false); err != nil {
 		cmd.Process.Kill()
 		return fmt.Errorf("trackd did not start: %w; log: %s", err, sv.logTail())
 	}
@@ -365,7 +369,7 @@ func (sv *supervisor) upgrade(ctx context.Context) error {
 	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
 		return err
 	}
-	if err := sv.awaitReady(ctx, old); err != nil {
+	if err := sv.awaitReady(ctx, old, true); err != nil {
 		return err
 	}
 	return sv.reap(ctx, old)

@@ -580,3 +580,31 @@ func TestSlowHeaders(t *testing.T) {
 		t.Errorf("stored %d", n)
 	}
 }
+
+// TestRefusedBodyNotAwaitedForever: a request refused before its body is
+// read (here: no credentials) whose client never sends the body it
+// announced gets its answer after a bounded wait, and the connection ends;
+// net/http would otherwise wait for the body for ever (the read deadline
+// is gone), holding the connection and any drain.
+func TestRefusedBodyNotAwaitedForever(t *testing.T) {
+	f := newFixture(t, nil)
+	c, err := net.Dial("tcp", f.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /api/v1/customers/x/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound for the test only; the server waits 2s
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	io.Copy(io.Discard, res.Body)
+	if res.StatusCode != 401 {
+		t.Errorf("status %d, want 401", res.StatusCode)
+	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("after the answer: %v, want the connection closed (EOF)", err)
+	}
+}

@@ -45,7 +45,8 @@ type readDeadliner interface{ SetReadDeadline(time.Time) error }
 
 // readBody reads the body into ex.buf, decompressing gzip, and never more
 // than limit+1 bytes (before or after decompression).
-func (ex *exchange) readBody(limit int64) *apiError {
+func (ex *exchange) readBody(limit int64) (aerr *apiError) {
+	defer func() { ex.bodyDone = aerr == nil }()
 	r := ex.r
 	gz := false
 	if encs := r.Header["Content-Encoding"]; len(encs) > 0 {

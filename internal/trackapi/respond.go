@@ -131,12 +131,16 @@ func (ex *exchange) fail(e *apiError) {
 	}
 	if e.closeConn {
 		h["Connection"] = hdrClose
+	}
+	if !ex.bodyDone && ex.r.ContentLength != 0 && ex.r.Body != nil && ex.r.Body != http.NoBody {
 		// The rest of the body is not wanted. net/http still reads up to
-		// 256 KiB of it after the handler (so that a client still sending
-		// a too-large body gets to read this answer instead of a reset),
-		// but with no deadline left a client could hold the connection,
-		// and a restart's drain, for ever. Bound that: a client that
-		// already ran out of time gets none, others a moment.
+		// 256 KiB of it, before it writes this answer (so that a client
+		// still sending gets to read the answer instead of a reset), but
+		// with no deadline left (the body timeout cleared it, or it was
+		// never set: a 401) a client could hold the connection, and a
+		// restart's drain, for ever. Bound that: a client that already
+		// ran out of time gets none, others a moment. (The next request
+		// on the connection gets its own deadlines.)
 		if rd := ex.deadliner(); rd != nil {
 			d := time.Now().Add(discardGrace)
 			if e.reason == ReasonTimeout {

@@ -407,7 +407,8 @@ type exchange struct {
 	buf  []byte // body bytes read (decompressed); reused across requests
 	body []byte // the validated body: trimmed view into buf
 
-	src bodyReader // counting reader over r.Body
+	src      bodyReader // counting reader over r.Body
+	bodyDone bool       // readBody read the whole body
 
 	partial []itemError // v2 batch: the invalid items of a 207
 }
