@@ -21,15 +21,18 @@ import (
 //     client closes each connection itself after its answer;
 //  3. waits until every connection is closed, or the grace period ends;
 //  4. then shuts the server down: connections still idle after the grace
-//     period are closed, requests in flight finish and get their answers.
+//     period are closed, and so are connections that have sent nothing
+//     since they were accepted (net/http would wait up to 5 s for those);
+//     requests in flight finish and get their answers.
 //
 // Wrap a server before it serves; Drain once.
 type Drainer struct {
 	draining atomic.Bool
 
-	mu   sync.Mutex // guards open, zero
-	open int
-	zero chan struct{} // closed when open drops to 0 while draining
+	mu    sync.Mutex // guards open, zero, fresh
+	open  int
+	zero  chan struct{}         // closed when open drops to 0 while draining
+	fresh map[net.Conn]time.Time // connections that have not begun a request: when accepted
 }
 
 // Wrap installs the Drainer's handler and connection-state hooks on s,
@@ -47,19 +50,28 @@ func (d *Drainer) Wrap(s *http.Server) {
 		if prev != nil {
 			prev(c, st)
 		}
-		switch st {
-		case http.StateNew:
-			d.add(1)
-		case http.StateClosed, http.StateHijacked:
-			d.add(-1)
-		}
+		d.track(c, st)
 	}
 }
 
-func (d *Drainer) add(n int) {
+func (d *Drainer) track(c net.Conn, st http.ConnState) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.open += n
+	switch st {
+	case http.StateNew:
+		d.open++
+		if d.fresh == nil {
+			d.fresh = map[net.Conn]time.Time{}
+		}
+		d.fresh[c] = time.Now()
+		return
+	case http.StateActive, http.StateIdle:
+		delete(d.fresh, c)
+		return
+	case http.StateClosed, http.StateHijacked:
+		delete(d.fresh, c)
+		d.open--
+	}
 	if d.open == 0 && d.zero != nil {
 		close(d.zero)
 		d.zero = nil
@@ -75,6 +87,10 @@ func (d *Drainer) Open() int {
 
 // Draining reports whether Drain has begun.
 func (d *Drainer) Draining() bool { return d.draining.Load() }
+
+// silentAge is how long a connection must have sent nothing for draining to
+// close it before net/http would.
+const silentAge = time.Second
 
 // Begin starts draining: from now on every answer closes its connection,
 // and lns (the listeners the server serves) are closed.
@@ -107,5 +123,24 @@ func (d *Drainer) Drain(ctx context.Context, s *http.Server, grace time.Duration
 		}
 		t.Stop()
 	}
+	d.closeSilent()
 	return s.Shutdown(ctx)
+}
+
+// closeSilent closes the connections that have not sent a byte in the
+// second (at least) since they were accepted. One that has begun sending
+// its request headers is left to finish them (ReadHeaderTimeout bounds
+// that), and one just accepted may have its request on the way.
+func (d *Drainer) closeSilent() {
+	d.mu.Lock()
+	var silent []net.Conn
+	for c, at := range d.fresh {
+		if sc, ok := c.(*slowHeaderConn); ok && !sc.partial.Load() && time.Since(at) >= silentAge {
+			silent = append(silent, c)
+		}
+	}
+	d.mu.Unlock()
+	for _, c := range silent {
+		c.Close()
+	}
 }

@@ -139,3 +139,41 @@ func (h *httpConn) do(t *testing.T, path string) *http.Response {
 	}
 	return resp
 }
+
+// TestDrainClosesSilentConnections: a connection that was accepted but has
+// sent nothing does not hold the drain (net/http's Shutdown waits up to 5 s
+// for such a one); one in the middle of its request headers is left alone.
+func TestDrainClosesSilentConnections(t *testing.T) {
+	srv := NewHTTPServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "{}") }), Timeouts{}, nil)
+	var d Drainer
+	d.Wrap(srv)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(WrapListener(ln))
+	silent := dialHTTP(t, ln.Addr().String())
+	// A request on another connection shows the server has accepted and
+	// is serving; the silent one was accepted before it (same listener,
+	// in order).
+	other := dialHTTP(t, ln.Addr().String())
+	other.do(t, "/")
+	other.c.Close()
+	// Age the silent connection past silentAge in the Drainer's books.
+	d.mu.Lock()
+	for c := range d.fresh {
+		d.fresh[c] = time.Now().Add(-2 * silentAge)
+	}
+	d.mu.Unlock()
+	// Shutdown alone would wait until the connection is 5 s old; with
+	// closeSilent it does not wait at all. The 3 s bound is for the test.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := d.Drain(ctx, srv, 0, ln); err != nil {
+		t.Fatalf("Drain: %v (the silent connection held it)", err)
+	}
+	silent.c.SetReadDeadline(time.Now().Add(10 * time.Second)) // only a bound for the test
+	if _, err := silent.r.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("silent connection after the drain: %v, want closed (EOF)", err)
+	}
+}
