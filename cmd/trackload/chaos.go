@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -33,14 +32,11 @@ type chaosResult struct {
 // --verify-timeout, the whole run by --timeout.
 func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("chaos", stderr)
-	bin := fs.String("trackd-bin", "", "trackd binary to run (required)")
 	kills := fs.Int("kills", 10, "how many times to SIGKILL and restart trackd")
 	minIv := fs.Duration("min-interval", 100*time.Millisecond, "shortest time a trackd serves before it is killed")
 	maxIv := fs.Duration("max-interval", time.Second, "longest time a trackd serves before it is killed")
-	conns := fs.Int("conns", 32, "closed-loop workers")
-	opName := fs.String("op", "track", "track or batch (events with client IDs)")
-	batch := fs.Int("batch", 10, "items per v2 batch with --op batch")
-	size := fs.Int("size", 300, "body (batch item) size in bytes")
+	var hl harnessLoad
+	hl.register(fs, 32)
 	dataDir := fs.String("data-dir", "", "trackd data dir (default: a temp dir, removed afterwards)")
 	extra := fs.String("trackd-args", "", "more `trackd serve` flags, space-separated")
 	seed := fs.Uint64("seed", 0, "random seed for the kill moments (0: from the clock)")
@@ -52,21 +48,12 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	var p problems
-	if *bin == "" {
-		p.add("--trackd-bin PATH is required")
-	}
+	op := hl.check(&p)
 	if *kills < 0 {
 		p.add("--kills must not be negative")
 	}
 	if *minIv <= 0 || *maxIv < *minIv {
 		p.add("need 0 < --min-interval <= --max-interval")
-	}
-	if *conns <= 0 || *batch <= 0 || *size <= 0 {
-		p.add("--conns, --batch and --size must be > 0")
-	}
-	op, ok := parseOp(*opName)
-	if !ok || (op != opTrack && op != opBatch) {
-		p.add("--op must be track or batch")
 	}
 	if err := p.err(); err != nil {
 		return err
@@ -88,7 +75,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	node, err := newTrackdNode(*bin, dir, strings.Fields(*extra))
+	node, err := newTrackdNode(hl.bin, dir, strings.Fields(*extra))
 	if err != nil {
 		return err
 	}
@@ -109,7 +96,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if !*asJSON {
 		fmt.Fprintf(stdout, "trackload chaos: %d kills of %s at %s (data %s), %d conns, op %s, seed %d\n",
-			*kills, *bin, node.URL(), dir, *conns, *opName, *seed)
+			*kills, hl.bin, node.URL(), dir, hl.conns, hl.opName, *seed)
 	}
 
 	oracle := &memOracle{}
@@ -122,7 +109,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	go func() { // owned here: ends after stopLoad is closed (or ctx ends)
 		res, err := runLoad(ctx, loadOptions{
 			URL: node.URL(), Site: node.site, Key: node.key,
-			Conns: *conns, Op: op, Batch: *batch, Size: *size,
+			Conns: hl.conns, Op: op, Batch: hl.batch, Size: hl.siz,
 			Timeout: 5 * time.Second, ErrorBackoff: 10 * time.Millisecond,
 			Oracle: oracle, Stop: stopLoad,
 		})
@@ -180,14 +167,8 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *dataDir != "" {
 		res.DataDir = dir
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return err
-		}
-	} else {
-		printChaos(stdout, res)
+	if err := writeResult(stdout, *asJSON, res, func() { printChaos(stdout, res) }); err != nil {
+		return err
 	}
 	if stopErr != nil {
 		fmt.Fprintf(stderr, "trackload: chaos: final stop: %v\n", stopErr)

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -43,15 +42,12 @@ type restartResult struct {
 // be in the stream exactly once.
 func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlagSet("restarts", stderr)
-	bin := fs.String("trackd-bin", "", "trackd binary to run (required)")
 	upgrades := fs.Int("upgrades", 20, "binary upgrades (SIGUSR2)")
 	restarts := fs.Int("restarts", 20, "stop/start cycles through socket activation")
 	interval := fs.Duration("interval", 300*time.Millisecond, "load time between two restarts or upgrades")
 	steady := fs.Duration("steady", 3*time.Second, "load time before the first restart, for the steady-state figures")
-	conns := fs.Int("conns", 64, "closed-loop workers")
-	opName := fs.String("op", "track", "track or batch (events with client IDs)")
-	batch := fs.Int("batch", 10, "items per v2 batch with --op batch")
-	size := fs.Int("size", 300, "body (batch item) size in bytes")
+	var hl harnessLoad
+	hl.register(fs, 64)
 	extra := fs.String("trackd-args", "", "more `trackd serve` flags, space-separated")
 	timeout := fs.Duration("timeout", 15*time.Minute, "bound on the whole run")
 	startTimeout := fs.Duration("start-timeout", 60*time.Second, "bound on each start, stop or upgrade")
@@ -62,21 +58,12 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	var p problems
-	if *bin == "" {
-		p.add("--trackd-bin PATH is required")
-	}
+	op := hl.check(&p)
 	if *upgrades < 0 || *restarts < 0 {
 		p.add("--upgrades and --restarts must not be negative")
 	}
 	if *interval <= 0 || *steady <= 0 {
 		p.add("--interval and --steady must be positive")
-	}
-	if *conns <= 0 || *batch <= 0 || *size <= 0 {
-		p.add("--conns, --batch and --size must be > 0")
-	}
-	op, ok := parseOp(*opName)
-	if !ok || (op != opTrack && op != opBatch) {
-		p.add("--op must be track or batch")
 	}
 	if err := p.err(); err != nil {
 		return err
@@ -95,7 +82,7 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer os.RemoveAll(dir)
-	sv, err := newSupervisor(*bin, dir, strings.Fields(*extra), *startTimeout, *logFile)
+	sv, err := newSupervisor(hl.bin, dir, strings.Fields(*extra), *startTimeout, *logFile)
 	if err != nil {
 		return err
 	}
@@ -105,14 +92,14 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if !*asJSON {
 		fmt.Fprintf(stdout, "trackload restarts: %d upgrades and %d restarts of %s at %s under %d conns, op %s\n",
-			*upgrades, *restarts, *bin, sv.url(), *conns, *opName)
+			*upgrades, *restarts, hl.bin, sv.url(), hl.conns, hl.opName)
 	}
 
 	oracle := &memOracle{}
 	load := func(stop <-chan struct{}) (*loadResult, error) {
 		return runLoad(ctx, loadOptions{
 			URL: sv.url(), Site: sv.site, Key: sv.key,
-			Conns: *conns, Op: op, Batch: *batch, Size: *size,
+			Conns: hl.conns, Op: op, Batch: hl.batch, Size: hl.siz,
 			Timeout: 10 * time.Second, ErrorBackoff: 10 * time.Millisecond,
 			Oracle: oracle, Stop: stop,
 		})
@@ -178,14 +165,8 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	stopErr := sv.stop(ctx)
 	res.Elapsed = time.Since(began).Seconds()
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			return err
-		}
-	} else {
-		printRestarts(stdout, res)
+	if err := writeResult(stdout, *asJSON, res, func() { printRestarts(stdout, res) }); err != nil {
+		return err
 	}
 	if stopErr != nil {
 		fmt.Fprintf(stderr, "trackload: restarts: final stop: %v\n", stopErr)

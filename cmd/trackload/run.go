@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -13,6 +15,48 @@ import (
 type problems []string
 
 func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// writeResult writes v as indented JSON, or as text with printText.
+func writeResult(w io.Writer, asJSON bool, v any, printText func()) error {
+	if !asJSON {
+		printText()
+		return nil
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// harnessLoad is the load flags of the commands that run trackd as a child
+// and load it with events that carry client IDs (chaos, restarts).
+type harnessLoad struct {
+	bin               string
+	conns, batch, siz int
+	opName            string
+}
+
+func (h *harnessLoad) register(fs *flag.FlagSet, conns int) {
+	fs.StringVar(&h.bin, "trackd-bin", "", "trackd binary to run (required)")
+	fs.IntVar(&h.conns, "conns", conns, "closed-loop workers")
+	fs.StringVar(&h.opName, "op", "track", "track or batch (events with client IDs)")
+	fs.IntVar(&h.batch, "batch", 10, "items per v2 batch with --op batch")
+	fs.IntVar(&h.siz, "size", 300, "body (batch item) size in bytes")
+}
+
+// check adds the flags' problems to p and returns the operation.
+func (h *harnessLoad) check(p *problems) int {
+	if h.bin == "" {
+		p.add("--trackd-bin PATH is required")
+	}
+	if h.conns <= 0 || h.batch <= 0 || h.siz <= 0 {
+		p.add("--conns, --batch and --size must be > 0")
+	}
+	op, ok := parseOp(h.opName)
+	if !ok || (op != opTrack && op != opBatch) {
+		p.add("--op must be track or batch")
+	}
+	return op
+}
 
 func (p problems) err() error {
 	if len(p) == 0 {
