@@ -31,7 +31,7 @@ type Drainer struct {
 
 	mu    sync.Mutex // guards open, zero, fresh
 	open  int
-	zero  chan struct{}         // closed when open drops to 0 while draining
+	zero  chan struct{}          // closed when open drops to 0 while draining
 	fresh map[net.Conn]time.Time // connections that have not begun a request: when accepted
 }
 
