@@ -210,7 +210,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.StringVar(&cfg.NATSStream, "nats-stream", "TRACKD", "JetStream stream (created if absent, verified if present)")
 	fs.StringVar(&cfg.NATSPrefix, "nats-subject-prefix", "trackd", "subject prefix: subjects are <prefix>.<region>.<workspace>.<operation>")
 	fs.IntVar(&cfg.NATSReplicas, "nats-replicas", 1, "stream replicas when trackd creates the stream (3 for a cluster)")
-	fs.DurationVar(&cfg.NATSDedup, "nats-dedup-window", 2*time.Minute, "JetStream duplicate window (resends after a crash are dropped within it)")
+	fs.DurationVar(&cfg.NATSDedup, "nats-dedup-window", 0, "JetStream duplicate window for a stream trackd creates (0: 1s for the embedded server, whose memory it bounds, as the sink's resume check drops resends after a crash; 2m for --nats-url)")
 
 	fs.StringVar(&cfg.HTTPURL, "http-url", "", "also forward to this HTTP endpoint (CloudEvents over HTTP)")
 	fs.StringVar(&cfg.HTTPMode, "http-mode", "batch", "batch (one POST of a CloudEvents JSON array per batch) or single (one POST per record)")
@@ -391,8 +391,8 @@ func (c *serveConfig) validate() []string {
 	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
 		p = append(p, "--nats-replicas: 1 to 5")
 	}
-	if c.NATSDedup <= 0 {
-		p = append(p, "--nats-dedup-window: must be positive")
+	if c.NATSDedup < 0 {
+		p = append(p, "--nats-dedup-window: must not be negative")
 	}
 	if c.HTTPURL != "" {
 		if u, err := url.Parse(c.HTTPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

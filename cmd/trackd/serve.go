@@ -602,13 +602,20 @@ type destination struct {
 func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destination {
 	var dests []destination
 	if cfg.Forward {
+		dedup := cfg.NATSDedup
+		if dedup == 0 {
+			dedup = 2 * time.Minute
+			if cfg.NATSURL == "" {
+				dedup = jetstream.EmbeddedDuplicateWindow
+			}
+		}
 		jsOpts := jetstream.Options{
 			ConnOptions: jetstream.ConnOptions{
 				CredsFile: cfg.NATSCreds, User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken,
 				TLSCAFile: cfg.NATSTLSCA, TLSCertFile: cfg.NATSTLSCert, TLSKeyFile: cfg.NATSTLSKey,
 			},
 			Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSPrefix, Replicas: cfg.NATSReplicas,
-			DuplicateWindow: cfg.NATSDedup, Logger: log.With("component", "jetstream"),
+			DuplicateWindow: dedup, Logger: log.With("component", "jetstream"),
 		}
 		dests = append(dests, destination{jetstream.DefaultName, func(ctx context.Context) (sink.Sink, error) {
 			select {

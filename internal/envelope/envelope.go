@@ -26,10 +26,22 @@ type Attr struct{ Name, Value string }
 
 // metaNames maps record metadata keys to extension attribute names
 // (CloudEvents names are lower-case letters and digits). Keys not listed
-// lose their underscores.
+// lose their underscores; the common ones are listed so that mapping them
+// allocates nothing.
 var metaNames = map[string]string{
-	"api":       "apiversion",
-	"timestamp": "clienttimestamp",
+	"api":          "apiversion",
+	"timestamp":    "clienttimestamp",
+	"request_id":   "requestid",
+	"user_agent":   "useragent",
+	"client_ip":    "clientip",
+	"node_region":  "noderegion",
+	"batch_index":  "batchindex",
+	"device_id":    "deviceid",
+	"segment_id":   "segmentid",
+	"id_type":      "idtype",
+	"form_id":      "formid",
+	"delivery_id":  "deliveryid",
+	"anonymous_id": "anonymousid",
 }
 
 // Attributes returns the record's CloudEvents attributes in a fixed order:
@@ -37,7 +49,12 @@ var metaNames = map[string]string{
 // specversion, type, time, subject, datacontenttype when there is data),
 // then the extensions: workspace, operation, and one per metadata pair.
 func Attributes(r *spool.Record) []Attr {
-	attrs := make([]Attr, 0, 8+len(r.Meta))
+	return AppendAttributes(make([]Attr, 0, 9+len(r.Meta)), r)
+}
+
+// AppendAttributes appends the record's attributes, as Attributes returns
+// them, to attrs: a sink that encodes many records reuses one slice.
+func AppendAttributes(attrs []Attr, r *spool.Record) []Attr {
 	region, _ := r.Get("region")
 	attrs = append(attrs,
 		Attr{"id", r.ID},

@@ -28,16 +28,46 @@
 // Memory storage and a duplicate window shorter than Options' are logged
 // as warnings.
 //
-// # Dedup window
+// # Dedup window and resends
 //
-// JetStream remembers message IDs for the stream's duplicate window
-// (default here 2 minutes, nats-server's default). A resend after a trackd
-// crash comes within seconds of the restart, and a forwarder retry within
-// its backoff, so 2 minutes covers both while bounding the memory JetStream
-// spends on remembered IDs (one entry per message in the window: at 50k
-// msg/s, 6 M entries). A replay of an older time range (`trackd replay`)
-// is outside the window by design and is stored again; consumers that
-// need exactly-once across replays dedup on ce-id.
+// JetStream remembers message IDs for the stream's duplicate window and
+// acknowledges a resend within it as a duplicate without storing it again.
+// Every remembered ID costs the server ~130 bytes of heap (its map entry,
+// the ID string and a window slot), so the memory is the publish rate times
+// the window: draining a backlog at 140k messages/s with a 2-minute window
+// holds up to 17 M IDs (~2 GB), which is why an in-process (embedded)
+// server uses a short window (EmbeddedDuplicateWindow). DefaultDuplicateWindow
+// (nats-server's default) suits a server with its own memory.
+//
+// Resends come from three places:
+//
+//   - A forwarder retry after a transient failure: the records behind the
+//     failed one that were published before the failure was known, resent
+//     after the backoff (100 ms at first). The window must cover this.
+//   - A crash between a publish and the forwarder's cursor update: after
+//     the restart the forwarder resends what it had published since it
+//     last saved its cursor (its CursorInterval, 200 ms of records, plus
+//     its window of batches in flight). New reads the record IDs of the
+//     stream's newest Options.ResumeCheck messages (headers only) and Send
+//     acknowledges the records found there without publishing them again,
+//     so these resends are dropped however long the restart took, window or
+//     not, as long as ResumeCheck covers them (the default, 65 536, covers
+//     200 ms of a 300k/s drain).
+//   - `trackd replay` of an older time range: outside both by design, and
+//     stored again; consumers that need exactly-once across replays
+//     deduplicate on ce-id.
+//
+// # Pipelining
+//
+// Sink is a sink.Pipeliner: the forwarder keeps several batches in flight,
+// each message published with its own reply subject and acknowledged
+// asynchronously (up to Options.MaxPending awaiting acks), so the server is
+// never idle while the forwarder reads and encodes the next batch. Order
+// holds as sink.Pipeline describes: after the first transient failure a
+// pipeline publishes nothing more, and it also stops when the connection was
+// re-established since it started, so that no message on a new connection
+// overtakes one the old connection may have lost. Publishes awaiting an ack
+// fail at once when the connection is lost.
 //
 // # Errors
 //
@@ -53,11 +83,14 @@
 package jetstream
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,10 +110,17 @@ const (
 	DefaultStream          = "TRACKD"
 	DefaultSubjectPrefix   = "trackd"
 	DefaultDuplicateWindow = 2 * time.Minute
-	DefaultMaxAge          = 7 * 24 * time.Hour
-	DefaultMaxPending      = 1024
-	DefaultAckTimeout      = 30 * time.Second
-	DefaultConnectTimeout  = 5 * time.Second
+	// EmbeddedDuplicateWindow is the duplicate window for a stream on the
+	// embedded server, which shares trackd's memory: it covers a
+	// forwarder's retries (crash resends are covered by ResumeCheck) and
+	// bounds the remembered IDs to 1 s of publishes (~20 MB at 150k/s).
+	// See the package comment.
+	EmbeddedDuplicateWindow = time.Second
+	DefaultMaxAge           = 7 * 24 * time.Hour
+	DefaultMaxPending       = 2048
+	DefaultAckTimeout       = 30 * time.Second
+	DefaultResumeCheck      = 1 << 16
+	DefaultConnectTimeout   = 5 * time.Second
 )
 
 // ConnOptions are how to reach and authenticate to a NATS server; they are
@@ -122,7 +162,9 @@ type Options struct {
 	// use 3 for a cluster).
 	Replicas int
 	// DuplicateWindow is how long JetStream remembers message IDs to drop
-	// resends; default DefaultDuplicateWindow. See the package comment.
+	// resends, when New creates the stream; default DefaultDuplicateWindow
+	// (use EmbeddedDuplicateWindow for the embedded server). See the
+	// package comment.
 	DuplicateWindow time.Duration
 	// MaxAge is how long the stream keeps messages; default DefaultMaxAge
 	// (7 days). Consumers must read within it.
@@ -134,6 +176,16 @@ type Options struct {
 	// MaxPending bounds the publishes awaiting an ack, over all Sends;
 	// default DefaultMaxPending.
 	MaxPending int
+	// ResumeCheck is how many of the stream's newest messages New reads,
+	// headers only, to learn which records are stored already: a record
+	// found there is acknowledged without being published again, until a
+	// Send or a pipelined batch finds none. After a crash, the forwarder
+	// resends what it had published since it last saved its cursor (up to
+	// its CursorInterval of records, plus its window): this check drops
+	// those resends however long the restart took, where the duplicate
+	// window only drops them within the window. 0 means
+	// DefaultResumeCheck; -1 turns the check off. See the package comment.
+	ResumeCheck int
 	// AckTimeout is how long a publish waits for its ack before it fails
 	// (transiently), even when the Send's context has no deadline; default
 	// DefaultAckTimeout.
@@ -166,6 +218,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.AckTimeout == 0 {
 		o.AckTimeout = DefaultAckTimeout
+	}
+	if o.ResumeCheck == 0 {
+		o.ResumeCheck = DefaultResumeCheck
 	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = DefaultConnectTimeout
@@ -214,6 +269,9 @@ func (o *Options) validate() error {
 	}
 	if o.AckTimeout < 0 {
 		errs = append(errs, fmt.Errorf("ack timeout %s is negative", o.AckTimeout))
+	}
+	if o.ResumeCheck < -1 {
+		errs = append(errs, fmt.Errorf("resume check %d: want -1 (off), 0 (default) or a count", o.ResumeCheck))
 	}
 	if err := o.ConnOptions.validate(); err != nil {
 		errs = append(errs, err)
@@ -302,9 +360,9 @@ func redactURL(u string) string {
 // ErrClosed is returned by Send after Close.
 var ErrClosed = errors.New("jetstream: sink closed")
 
-// errNotSent marks the records of a batch left unpublished after an
-// earlier record failed transiently (so that a resend keeps their order).
-var errNotSent = errors.New("jetstream: not sent: an earlier record of the batch failed")
+// errNotSent marks the records left unpublished after an earlier record
+// failed transiently (so that a resend keeps their order).
+var errNotSent = fmt.Errorf("jetstream: %w", sink.ErrNotSent)
 
 // Sink publishes records to a JetStream stream. It is safe for concurrent
 // use.
@@ -316,13 +374,28 @@ type Sink struct {
 	nc     *nats.Conn
 	js     natsjs.JetStream
 
-	// slots bounds the publishes awaiting an ack over all Sends: a Send
-	// puts a token in before publishing and takes one out when it is done
-	// with the publish's future.
+	// Publishes wait for their acks on a subscription to replyPrefix+"*";
+	// each has its own reply subject, replyPrefix + a number.
+	replyPrefix string
+	ackTimeout  time.Duration
+
+	// slots bounds the publishes awaiting an ack over all pipelines: a
+	// publish puts a token in before it is made, and resolveLocked takes
+	// it out.
 	slots chan struct{}
+
+	mu     sync.Mutex        // guards acks, nextID and the pubBatches they point to
+	acks   map[uint64]ackRef // publishes awaiting their ack, by reply number
+	nextID uint64
+
+	// known holds the record IDs of the stream's newest messages when
+	// New ran (Options.ResumeCheck), until a batch finds none of them.
+	knownMu sync.Mutex // guards known
+	known   map[string]struct{}
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed by Close
+	watchDone chan struct{} // closed when watch returns
 
 	stored, duplicates, transient, permanent atomic.Uint64
 }
@@ -331,8 +404,9 @@ type Sink struct {
 type Stats struct {
 	// Stored is records acknowledged as newly stored.
 	Stored uint64
-	// Duplicates is records acknowledged as already stored (resends
-	// within the duplicate window).
+	// Duplicates is records acknowledged as already stored: resends
+	// within the duplicate window, and records found by the resume check
+	// (Options.ResumeCheck).
 	Duplicates uint64
 	// Transient and Permanent count records that failed.
 	Transient, Permanent uint64
@@ -364,13 +438,7 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	js, err := natsjs.New(nc,
-		// The slots keep us within MaxPending; the library's own cap is
-		// a backstop that also counts publishes a Send gave up waiting for
-		// (they stay pending until AckTimeout).
-		natsjs.WithPublishAsyncMaxPending(4*opts.MaxPending),
-		natsjs.WithPublishAsyncTimeout(opts.AckTimeout),
-	)
+	js, err := natsjs.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -379,16 +447,35 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &Sink{
-		name:   opts.Name,
-		prefix: opts.SubjectPrefix,
-		stream: opts.Stream,
-		log:    opts.Logger,
-		nc:     nc,
-		js:     js,
-		slots:  make(chan struct{}, opts.MaxPending),
-		closed: make(chan struct{}),
-	}, nil
+	s := &Sink{
+		name:        opts.Name,
+		prefix:      opts.SubjectPrefix,
+		stream:      opts.Stream,
+		log:         opts.Logger,
+		nc:          nc,
+		js:          js,
+		replyPrefix: nc.NewInbox() + ".",
+		ackTimeout:  opts.AckTimeout,
+		slots:       make(chan struct{}, opts.MaxPending),
+		acks:        make(map[uint64]ackRef, opts.MaxPending),
+		closed:      make(chan struct{}),
+		watchDone:   make(chan struct{}),
+	}
+	if opts.ResumeCheck > 0 {
+		if err := s.loadKnown(ctx, opts.ResumeCheck); err != nil {
+			s.log.Warn("jetstream: cannot read the stream's newest messages; resends after a crash are dropped only within the duplicate window",
+				"stream", s.stream, "err", err)
+		}
+	}
+	// Registered before the first publish: a connection lost from now on
+	// fails the publishes awaiting acks at once.
+	status := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	if _, err := nc.Subscribe(s.replyPrefix+"*", s.onAck); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: subscribe to acks: %w", err)
+	}
+	go s.watch(status)
+	return s, nil
 }
 
 // Name implements sink.Sink.
@@ -402,6 +489,7 @@ func (s *Sink) Stream() string { return s.stream }
 func (s *Sink) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		<-s.watchDone
 		s.nc.Close()
 	})
 	return nil
@@ -557,25 +645,6 @@ func checkLiteralSubject(s string) error {
 	return nil
 }
 
-// message builds the NATS message for r (see the package comment).
-func message(subject string, r *spool.Record) *nats.Msg {
-	attrs := envelope.Attributes(r)
-	h := make(nats.Header, len(attrs)+2)
-	vals := make([]string, 0, len(attrs)+2) // one backing array for every value
-	set := func(k, v string) {
-		vals = append(vals, v)
-		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
-	}
-	for _, a := range attrs {
-		set(ceHeader(a.Name), a.Value)
-	}
-	set(natsjs.MsgIDHeader, r.ID)
-	if len(r.Body) > 0 {
-		set("Content-Type", "application/json")
-	}
-	return &nats.Msg{Subject: subject, Header: h, Data: r.Body}
-}
-
 // ceHeader returns "ce-" + name, without allocating for the attributes
 // every message has.
 func ceHeader(name string) string {
@@ -598,6 +667,24 @@ func ceHeader(name string) string {
 		return "ce-workspace"
 	case "operation":
 		return "ce-operation"
+	case "region":
+		return "ce-region"
+	case "apiversion":
+		return "ce-apiversion"
+	case "requestid":
+		return "ce-requestid"
+	case "useragent":
+		return "ce-useragent"
+	case "clientip":
+		return "ce-clientip"
+	case "clienttimestamp":
+		return "ce-clienttimestamp"
+	case "identifier":
+		return "ce-identifier"
+	case "identifiers":
+		return "ce-identifiers"
+	case "batchindex":
+		return "ce-batchindex"
 	}
 	return "ce-" + name
 }
@@ -625,148 +712,415 @@ const errCodeHeaderExceedsMaximum natsjs.ErrorCode = 10097
 // Send implements sink.Sink: it publishes recs in order, pipelined (up to
 // MaxPending awaiting acks), and waits for every ack or for ctx.
 func (s *Sink) Send(ctx context.Context, recs []spool.Record) []error {
-	errs := make([]error, len(recs))
 	if len(recs) == 0 {
-		return errs
+		return []error{}
 	}
+	return s.Pipeline().Publish(ctx, recs).Wait()
+}
+
+// Pipeline implements sink.Pipeliner: batches published on it follow each
+// other on the connection without waiting for acks in between. It stops
+// publishing at the first transient failure, and also when the connection
+// was re-established since the pipeline started (a message published on the
+// new connection must not overtake one the old connection may have lost).
+func (s *Sink) Pipeline() sink.Pipeline {
+	return &pipeline{s: s, reconnects: s.nc.Stats().Reconnects, hdr: make(nats.Header, 24)}
+}
+
+var _ sink.Pipeliner = (*Sink)(nil)
+
+// pipeline is one sequence of publishes. It is used by one goroutine; the
+// ack handler and the connection watcher only touch failed (atomic) and
+// the batches (under Sink.mu).
+type pipeline struct {
+	s          *Sink
+	reconnects uint64      // the connection's reconnect count at the start
+	failed     atomic.Bool // a record failed transiently: publish no more
+
+	// Reused for every message (nats.Conn.PublishMsg encodes them before
+	// it returns and keeps no reference).
+	attrs []envelope.Attr
+	hdr   nats.Header
+	vals  []string
+	msg   nats.Msg
+	reply []byte
+}
+
+// errReconnected is the error of records not published because the
+// connection was re-established during the pipeline.
+var errReconnected = fmt.Errorf("jetstream: the connection was re-established: %w", sink.ErrNotSent)
+
+// Publish implements sink.Pipeline.
+func (p *pipeline) Publish(ctx context.Context, recs []spool.Record) sink.Pending {
+	s := p.s
+	b := &pubBatch{s: s, p: p, ctx: ctx, errs: make([]error, len(recs)), ids: make([]uint64, len(recs)), done: make(chan struct{})}
+	var stop error // set: no record of this batch is published
 	select {
 	case <-s.closed:
-		return sink.Fill(len(recs), ErrClosed)
+		stop = ErrClosed
 	default:
+		switch {
+		case ctx.Err() != nil:
+			stop = fmt.Errorf("jetstream: %w", ctx.Err())
+		case !s.nc.IsConnected():
+			stop = fmt.Errorf("jetstream: publish: %w (%s)", nats.ErrDisconnected, s.nc.Status())
+		}
 	}
-	if err := ctx.Err(); err != nil {
-		return sink.Fill(len(recs), fmt.Errorf("jetstream: %w", err))
+	if stop != nil {
+		p.failed.Store(true)
 	}
-	if !s.nc.IsConnected() {
-		return sink.Fill(len(recs), fmt.Errorf("jetstream: publish: %w (%s)", nats.ErrDisconnected, s.nc.Status()))
-	}
-
-	b := batch{s: s, ctx: ctx, errs: errs, futs: make([]natsjs.PubAckFuture, len(recs))}
+	checkKnown, hits := s.checkKnown(), 0
 	for i := range recs {
-		if b.failed {
-			errs[i] = errNotSent
+		if stop != nil {
+			b.errs[i] = stop
+			continue
+		}
+		if p.failed.Load() {
+			b.errs[i] = errNotSent
 			continue
 		}
 		r := &recs[i]
 		subject := envelope.NATSSubject(s.prefix, r)
 		if err := checkLiteralSubject(subject); err != nil {
-			errs[i] = sink.Permanent(fmt.Errorf("jetstream: record %s: %w", r.ID, err))
+			b.errs[i] = sink.Permanent(fmt.Errorf("jetstream: record %s: %w", r.ID, err))
 			continue
 		}
 		if r.ID == "" {
-			errs[i] = sink.Permanent(errors.New("jetstream: record has no ID (the dedup key)"))
+			b.errs[i] = sink.Permanent(errors.New("jetstream: record has no ID (the dedup key)"))
 			continue
 		}
-		if err := b.acquire(i); err != nil {
-			errs[i] = err
-			b.failed = true
+		if checkKnown && s.isKnown(r.ID) {
+			hits++
+			s.duplicates.Add(1)
+			continue // acknowledged
+		}
+		if s.nc.Stats().Reconnects != p.reconnects {
+			b.errs[i] = errReconnected
+			p.failed.Store(true)
 			continue
 		}
-		// No retries on "no responders" inside the client: they would
-		// republish this message after later ones. The caller retries the
-		// batch, in order.
-		f, err := s.js.PublishMsgAsync(message(subject, r), natsjs.WithRetryAttempts(0))
-		if err != nil {
-			<-s.slots
-			errs[i] = classify(err)
-			if !sink.IsPermanent(errs[i]) {
-				b.failed = true
+		if err := s.acquire(ctx); err != nil {
+			b.errs[i] = err
+			p.failed.Store(true)
+			continue
+		}
+		s.mu.Lock()
+		s.nextID++
+		id := s.nextID
+		s.acks[id] = ackRef{b, i}
+		b.ids[i] = id
+		b.outstanding++
+		s.mu.Unlock()
+		p.reply = strconv.AppendUint(append(p.reply[:0], s.replyPrefix...), id, 10)
+		p.setHeader(r)
+		p.msg = nats.Msg{Subject: subject, Reply: string(p.reply), Header: p.hdr, Data: r.Body}
+		if err := s.nc.PublishMsg(&p.msg); err != nil {
+			s.mu.Lock()
+			if ref, ok := s.acks[id]; ok {
+				s.resolveLocked(id, ref, classify(err))
 			}
-			continue
+			s.mu.Unlock()
 		}
-		b.futs[i] = f
 	}
-	for b.next < len(recs) {
-		b.awaitNext()
+	if checkKnown && hits == 0 && stop == nil {
+		s.forgetKnown()
 	}
-	for _, err := range errs {
+	b.deadline = time.Now().Add(s.ackTimeout)
+	s.mu.Lock()
+	b.sealed = true
+	if b.outstanding == 0 {
+		close(b.done)
+	}
+	s.mu.Unlock()
+	return b
+}
+
+// setHeader fills p.hdr with r's headers (see the package comment).
+func (p *pipeline) setHeader(r *spool.Record) {
+	clear(p.hdr)
+	p.vals = p.vals[:0]
+	set := func(k, v string) {
+		p.vals = append(p.vals, v)
+		p.hdr[k] = p.vals[len(p.vals)-1 : len(p.vals) : len(p.vals)]
+	}
+	p.attrs = envelope.AppendAttributes(p.attrs[:0], r)
+	for _, a := range p.attrs {
+		set(ceHeader(a.Name), a.Value)
+	}
+	set(natsjs.MsgIDHeader, r.ID)
+	if len(r.Body) > 0 {
+		set("Content-Type", "application/json")
+	}
+}
+
+// acquire takes a slot for one publish awaiting its ack. Slots come back
+// as acks arrive, so it waits at most until the oldest publish is
+// acknowledged or times out.
+func (s *Sink) acquire(ctx context.Context) error {
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(s.ackTimeout)
+	defer t.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("jetstream: waiting to publish: %w", ctx.Err())
+	case <-s.closed:
+		return ErrClosed
+	case <-t.C:
+		return fmt.Errorf("jetstream: waiting to publish: %d publishes got no ack within %s", cap(s.slots), s.ackTimeout)
+	}
+}
+
+// ackRef says where an ack goes: record i of batch b.
+type ackRef struct {
+	b *pubBatch
+	i int
+}
+
+// pubBatch is one Publish: a sink.Pending.
+type pubBatch struct {
+	s        *Sink
+	p        *pipeline
+	ctx      context.Context
+	errs     []error
+	deadline time.Time // for the last ack
+	waited   bool
+
+	// Guarded by Sink.mu:
+	ids         []uint64 // the reply ID of each record awaiting its ack, else 0
+	outstanding int      // records awaiting their ack
+	sealed      bool     // Publish has returned
+	done        chan struct{}
+}
+
+// Wait implements sink.Pending.
+func (b *pubBatch) Wait() []error {
+	if b.waited {
+		return b.errs
+	}
+	b.waited = true
+	select { // outcomes that are already there win over ctx
+	case <-b.done:
+	default:
+		t := time.NewTimer(time.Until(b.deadline))
+		select {
+		case <-b.done:
+		case <-b.ctx.Done():
+			b.abandon(fmt.Errorf("jetstream: waiting for ack: %w", b.ctx.Err()))
+		case <-b.s.closed:
+			b.abandon(ErrClosed)
+		case <-t.C:
+			b.abandon(fmt.Errorf("jetstream: publish: %w", natsjs.ErrAsyncPublishTimeout))
+		}
+		t.Stop()
+	}
+	for _, err := range b.errs {
 		switch {
 		case err == nil:
 		case sink.IsPermanent(err):
-			s.permanent.Add(1)
+			b.s.permanent.Add(1)
 		default:
-			s.transient.Add(1)
+			b.s.transient.Add(1)
 		}
 	}
-	return errs
+	return b.errs
 }
 
-// batch is the state of one Send.
-type batch struct {
-	s      *Sink
-	ctx    context.Context
-	errs   []error
-	futs   []natsjs.PubAckFuture // nil where nothing was published
-	next   int                   // the first index not yet awaited
-	failed bool                  // a record failed transiently: publish no more
+// abandon gives every record still awaiting its ack the error err.
+func (b *pubBatch) abandon(err error) {
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range b.ids {
+		if ref, ok := s.acks[id]; ok {
+			s.resolveLocked(id, ref, err)
+		}
+	}
 }
 
-// acquire takes a pending slot for record i, waiting for this batch's own
-// oldest publishes first when all slots are taken.
-func (b *batch) acquire(i int) error {
+// resolveLocked records the outcome of the publish awaiting ack id, and
+// frees its slot.
+func (s *Sink) resolveLocked(id uint64, ref ackRef, err error) {
+	delete(s.acks, id)
+	<-s.slots
+	b := ref.b
+	b.ids[ref.i] = 0
+	b.errs[ref.i] = err
+	if err != nil && !sink.IsPermanent(err) {
+		b.p.failed.Store(true)
+	}
+	b.outstanding--
+	if b.outstanding == 0 && b.sealed {
+		close(b.done)
+	}
+}
+
+// onAck handles a reply to a publish: a PubAck, a JetStream error, or "no
+// responders" (no stream captures the subject, or it has no leader).
+func (s *Sink) onAck(m *nats.Msg) {
+	id, err := strconv.ParseUint(strings.TrimPrefix(m.Subject, s.replyPrefix), 10, 64)
+	if err != nil {
+		return
+	}
+	dup, err := parseAck(m)
+	if err != nil {
+		err = classify(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ref, ok := s.acks[id]
+	if !ok {
+		return // given up on already
+	}
+	// Count before resolving: a waiter woken by it may read the counts.
+	switch {
+	case err != nil:
+	case dup:
+		s.duplicates.Add(1)
+	default:
+		s.stored.Add(1)
+	}
+	s.resolveLocked(id, ref, err)
+}
+
+var (
+	ackStream    = []byte(`{"stream":`)
+	ackError     = []byte(`"error"`)
+	ackDuplicate = []byte(`"duplicate"`)
+)
+
+// parseAck reads a publish's reply: whether the message is stored (and
+// was already), or the error. The common reply, {"stream":..,"seq":..},
+// is recognised without decoding JSON.
+func parseAck(m *nats.Msg) (duplicate bool, err error) {
+	d := m.Data
+	if len(d) == 0 {
+		if m.Header.Get("Status") == "503" {
+			return false, natsjs.ErrNoStreamResponse
+		}
+		return false, natsjs.ErrInvalidJSAck
+	}
+	if bytes.HasPrefix(d, ackStream) && !bytes.Contains(d, ackError) && !bytes.Contains(d, ackDuplicate) {
+		return false, nil
+	}
+	var resp struct {
+		Error     *natsjs.APIError `json:"error"`
+		Stream    string           `json:"stream"`
+		Duplicate bool             `json:"duplicate"`
+	}
+	if err := json.Unmarshal(d, &resp); err != nil {
+		return false, natsjs.ErrInvalidJSAck
+	}
+	if resp.Error != nil {
+		return false, resp.Error
+	}
+	if resp.Stream == "" {
+		return false, natsjs.ErrInvalidJSAck
+	}
+	return resp.Duplicate, nil
+}
+
+// watch fails every publish awaiting its ack when the connection is lost:
+// its ack will not come (the server may or may not have stored it; a resend
+// is deduplicated). It runs until Close.
+func (s *Sink) watch(status chan nats.Status) {
+	defer close(s.watchDone)
 	for {
 		select {
-		case b.s.slots <- struct{}{}:
-			return nil
-		default:
-		}
-		if b.next < i {
-			b.awaitNext()
-			continue
-		}
-		select {
-		case b.s.slots <- struct{}{}:
-			return nil
-		case <-b.ctx.Done():
-			return fmt.Errorf("jetstream: waiting to publish: %w", b.ctx.Err())
-		case <-b.s.closed:
-			return ErrClosed
-		}
-	}
-}
-
-// awaitNext waits for the ack of record b.next, records its outcome, frees
-// its slot and advances b.next.
-func (b *batch) awaitNext() {
-	i := b.next
-	b.next++
-	f := b.futs[i]
-	if f == nil {
-		return
-	}
-	b.futs[i] = nil
-	defer func() { <-b.s.slots }()
-	ok, errc := f.Ok(), f.Err()
-	select { // an outcome that is already there wins over ctx
-	case ack := <-ok:
-		b.acked(ack)
-		return
-	case err := <-errc:
-		b.errs[i] = classify(err)
-	default:
-		select {
-		case ack := <-ok:
-			b.acked(ack)
+		case <-status:
+			s.failAll(fmt.Errorf("jetstream: connection lost before the ack: %w", nats.ErrDisconnected))
+		case <-s.closed:
+			s.nc.RemoveStatusListener(status)
 			return
-		case err := <-errc:
-			b.errs[i] = classify(err)
-		case <-b.ctx.Done():
-			b.errs[i] = fmt.Errorf("jetstream: waiting for ack: %w", b.ctx.Err())
-		case <-b.s.closed:
-			b.errs[i] = ErrClosed
 		}
-	}
-	if !sink.IsPermanent(b.errs[i]) {
-		b.failed = true
 	}
 }
 
-// acked counts an ack: stored, or already stored (a resend within the
-// duplicate window); success either way.
-func (b *batch) acked(ack *natsjs.PubAck) {
-	if ack.Duplicate {
-		b.s.duplicates.Add(1)
-	} else {
-		b.s.stored.Add(1)
+func (s *Sink) failAll(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, ref := range s.acks {
+		s.resolveLocked(id, ref, err)
 	}
+}
+
+// loadKnown reads the record IDs of the stream's newest n messages into
+// s.known (Options.ResumeCheck).
+func (s *Sink) loadKnown(ctx context.Context, n int) error {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return err
+	}
+	state := st.CachedInfo().State
+	if state.Msgs == 0 {
+		return nil
+	}
+	first := state.FirstSeq
+	if state.LastSeq >= uint64(n) {
+		first = max(first, state.LastSeq-uint64(n)+1)
+	}
+	cons, err := st.OrderedConsumer(ctx, natsjs.OrderedConsumerConfig{
+		DeliverPolicy: natsjs.DeliverByStartSequencePolicy, OptStartSeq: first,
+		HeadersOnly: true, InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	ids := make(map[string]struct{}, min(uint64(n), state.LastSeq-first+1))
+	for seq := first - 1; seq < state.LastSeq; {
+		batch, err := cons.Fetch(int(min(state.LastSeq-seq, 1024)), natsjs.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return err
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			seq = md.Sequence.Stream
+			if id := m.Headers().Get(natsjs.MsgIDHeader); id != "" {
+				ids[id] = struct{}{}
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return err
+		}
+		if got == 0 {
+			break // the newest messages went away (age, limits) meanwhile
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	s.knownMu.Lock()
+	s.known = ids
+	s.knownMu.Unlock()
+	s.log.Debug("jetstream: read the stream's newest record IDs", "stream", s.stream, "ids", len(ids))
+	return nil
+}
+
+func (s *Sink) checkKnown() bool {
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	return s.known != nil
+}
+
+func (s *Sink) isKnown(id string) bool {
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	_, ok := s.known[id]
+	return ok
+}
+
+func (s *Sink) forgetKnown() {
+	s.knownMu.Lock()
+	s.known = nil
+	s.knownMu.Unlock()
 }
