@@ -121,15 +121,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	wait := func() bool {
-		d := *minIv + time.Duration(rng.Int64N(int64(*maxIv-*minIv)+1))
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return true
-		case <-ctx.Done():
-			return false
-		}
+		return pause(ctx, *minIv+time.Duration(rng.Int64N(int64(*maxIv-*minIv)+1)))
 	}
 	for k := 0; k < *kills; k++ {
 		if !wait() {

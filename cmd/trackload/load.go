@@ -111,6 +111,12 @@ func (realClock) SleepUntil(ctx context.Context, t time.Time) bool {
 	}
 }
 
+// pause waits d on the real clock (chaos and restarts let trackd take load
+// that long); it reports false if ctx ended first.
+func pause(ctx context.Context, d time.Duration) bool {
+	return realClock{}.SleepUntil(ctx, time.Now().Add(d))
+}
+
 // ackSink receives the IDs of the events of every acknowledged (200)
 // request: the oracle. Ack must be safe for concurrent use; ids is only
 // valid during the call.

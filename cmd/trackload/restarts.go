@@ -96,16 +96,17 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 
 	oracle := &memOracle{}
-	load := func(stop <-chan struct{}) (*loadResult, error) {
+	load := func(d time.Duration, stop <-chan struct{}) (*loadResult, error) {
 		return runLoad(ctx, loadOptions{
-			URL: sv.url(), Site: sv.site, Key: sv.key,
+			Duration: d,
+			URL:      sv.url(), Site: sv.site, Key: sv.key,
 			Conns: hl.conns, Op: op, Batch: hl.batch, Size: hl.siz,
 			Timeout: 10 * time.Second, ErrorBackoff: 10 * time.Millisecond,
 			Oracle: oracle, Stop: stop,
 		})
 	}
 	res := &restartResult{Upgrades: *upgrades, Restarts: *restarts}
-	if res.Steady, err = load(timerChan(*steady)); err != nil {
+	if res.Steady, err = load(*steady, nil); err != nil {
 		return fmt.Errorf("restarts: steady load: %w", err)
 	}
 
@@ -116,7 +117,7 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	loaded := make(chan loadDone, 1)
 	go func() { // owned here: ends after stopLoad is closed (or ctx ends)
-		r, err := load(stopLoad)
+		r, err := load(0, stopLoad)
 		loaded <- loadDone{r, err}
 	}()
 	var upMS, restartMS []float64
@@ -126,7 +127,7 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 				if (upgrade && i >= *upgrades) || (!upgrade && i >= *restarts) {
 					continue
 				}
-				if !sleepCtx(ctx, *interval) {
+				if !pause(ctx, *interval) {
 					return ctx.Err()
 				}
 				t0 := time.Now()
@@ -143,7 +144,7 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 				}
 			}
 		}
-		sleepCtx(ctx, *interval)
+		pause(ctx, *interval)
 		return nil
 	}()
 	close(stopLoad)
@@ -462,23 +463,4 @@ func withoutEnv(env []string, keys ...string) []string {
 		}
 	}
 	return out
-}
-
-// timerChan returns a channel closed after d.
-func timerChan(d time.Duration) <-chan struct{} {
-	c := make(chan struct{})
-	time.AfterFunc(d, func() { close(c) })
-	return c
-}
-
-// sleepCtx waits d; it reports false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
