@@ -271,20 +271,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			// The back end may be unreachable at start: the API serves
 			// anyway (records wait in the spool) and this keeps trying.
 			var sk sink.Sink
-			for attempt := 1; ; attempt++ {
-				var err error
-				if sk, err = d.open(fwdCtx); err == nil {
-					break
-				}
-				if fwdCtx.Err() != nil {
-					return
-				}
+			if !keepTrying(fwdCtx, 30*time.Second, func() (err error) {
+				sk, err = d.open(fwdCtx)
+				return err
+			}, func(err error, attempt int) {
 				log.Error("cannot set up the destination; records wait in the spool", "destination", d.name, "err", err, "attempt", attempt)
-				select {
-				case <-fwdCtx.Done():
-					return
-				case <-time.After(min(time.Duration(attempt)*time.Second, 30*time.Second)):
-				}
+			}) {
+				return
 			}
 			sinksMu.Lock()
 			sinks = append(sinks, sk)
@@ -545,25 +538,20 @@ func startBackend(ctx context.Context, cfg *serveConfig, parent *upgradeParent, 
 				return
 			}
 		}
-		for attempt := 1; ; attempt++ {
-			emb, err := jetstream.StartEmbedded(jetstream.EmbeddedOptions{
+		if keepTrying(ctx, 10*time.Second, func() (err error) {
+			b.emb, err = jetstream.StartEmbedded(jetstream.EmbeddedOptions{
 				Dir:        filepath.Join(cfg.DataDir, "jetstream"),
 				Listen:     cfg.NATSListen,
 				SyncAlways: cfg.NATSSyncAlways,
 				Logger:     log.With("component", "nats"),
 			})
-			if err == nil {
-				b.emb, b.url = emb, emb.ClientURL()
-				close(b.ready)
-				log.Info("embedded NATS JetStream serving", "url", b.url)
-				return
-			}
+			return err
+		}, func(err error, attempt int) {
 			log.Error("embedded NATS did not start; records wait in the spool; retrying", "err", err, "attempt", attempt)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
-			}
+		}) {
+			b.url = b.emb.ClientURL()
+			close(b.ready)
+			log.Info("embedded NATS JetStream serving", "url", b.url)
 		}
 	}()
 	return b
@@ -582,6 +570,29 @@ func (b *backend) await(ctx context.Context, d time.Duration, log *slog.Logger) 
 	case <-ctx.Done():
 	}
 	return b.bannerURL
+}
+
+// keepTrying calls try until it succeeds, waiting attempt seconds (at most
+// maxWait) after each failure, which it reports to failed unless ctx has
+// ended. It reports false if ctx ended first.
+func keepTrying(ctx context.Context, maxWait time.Duration, try func() error, failed func(err error, attempt int)) bool {
+	for attempt := 1; ; attempt++ {
+		err := try()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		failed(err, attempt)
+		t := time.NewTimer(min(time.Duration(attempt)*time.Second, maxWait))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // stop shuts the embedded server down, after its starter has ended (the

@@ -85,9 +85,6 @@ func (d *Drainer) Open() int {
 	return d.open
 }
 
-// Draining reports whether Drain has begun.
-func (d *Drainer) Draining() bool { return d.draining.Load() }
-
 // silentAge is how long a connection must have sent nothing for draining to
 // close it before net/http would.
 const silentAge = time.Second
