@@ -168,6 +168,9 @@ func TestServeAdminCredentialsAndPublicListener(t *testing.T) {
 	if _, body := get(admin+"/metrics", "ops", "correct horse battery staple"); !strings.Contains(body, `trackd_http_workspace_rejections_total{reason="empty_body",workspace="s"} 1`) {
 		t.Errorf("/metrics lacks the workspace's rejection:\n%.2000s", body)
 	}
+	if _, body := get(admin+"/metrics", "ops", "correct horse battery staple"); !strings.Contains(body, `trackd_admin_auth_failures_total{result="refused"} 8`) {
+		t.Errorf("/metrics does not count the 8 refused admin requests:\n%.2000s", body)
+	}
 	for _, path := range []string{"/healthz", "/readyz", "/public/", "/public/api/v2/summary.json"} {
 		if code, _ := get(admin+path, "", ""); code != 200 {
 			t.Errorf("admin %s without credentials: %d, want 200", path, code)

@@ -34,6 +34,7 @@ type serveConfig struct {
 	SpoolMaxBytes   byteSize
 	SpoolMinFree    byteSize
 	SpoolSegment    byteSize
+	MemoryLimit     byteSize
 	SpoolRetention  time.Duration
 	RateLimit       float64
 	RateBurst       int
@@ -189,6 +190,8 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.Var(&cfg.SpoolMinFree, "spool-min-free", "free disk space kept; below it the API answers 503")
 	cfg.SpoolSegment = 64 << 20
 	fs.Var(&cfg.SpoolSegment, "spool-segment-size", "spool segment size")
+	cfg.MemoryLimit = defaultMemoryLimit
+	fs.Var(&cfg.MemoryLimit, "memory-limit", "soft limit on the Go heap (the runtime collects harder as it nears it; 0: none); the GOMEMLIMIT environment variable wins when set")
 	fs.DurationVar(&cfg.SpoolRetention, "spool-retention", 15*time.Minute, "how long records stay in the spool after every destination acknowledged them")
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second allowed per workspace (0: no limit)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, "rate limit burst (0: one second's worth)")

@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,6 +68,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	log := slog.New(logHandler)
 	log.Info("configuration", cfg.logAttrs()...) // secrets masked
+	applyMemoryLimit(int64(cfg.MemoryLimit), getenv, log)
 	notify := newNotifier(getenv)
 
 	// Signals first: an upgrade or reload asked for while starting waits
@@ -200,9 +203,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Incidents:  func() ([]admin.Incident, error) { return admin.LoadIncidents(cfg.DataDir) },
 	}
 	adminSrv := trackapi.NewHTTPServer("", admin.Handler(admin.HandlerOptions{
-		Gatherer: reg,
-		User:     cfg.AdminUser,
-		Password: cfg.adminSecret,
+		Gatherer:      reg,
+		User:          cfg.AdminUser,
+		Password:      cfg.adminSecret,
+		OnAuthFailure: metrics.AdminAuthFailed,
 		Ready: func() error {
 			switch {
 			case !ready.Load():
@@ -811,4 +815,27 @@ func reloadWorkspaces(args []string, getenv func(string) string, dir *auth.Direc
 		return err
 	}
 	return dir.Replace(ws)
+}
+
+// defaultMemoryLimit is --memory-limit's default. What trackd holds is
+// bounded whatever the backlog (the spool reads with fixed buffers; the
+// embedded NATS server's duplicate state is one second of publishes), but
+// the collector's headroom is proportional to the live heap: under full
+// batch load with forwarding the process peaked at 138-153 MiB without a
+// limit and 109-118 MiB with this one (BENCHMARKS.md §5), within the 150 MB
+// target.
+const defaultMemoryLimit = 100 << 20
+
+// applyMemoryLimit sets the runtime's soft memory limit to limit bytes
+// (0: none), unless GOMEMLIMIT is set, which the runtime already applied.
+func applyMemoryLimit(limit int64, getenv func(string) string, log *slog.Logger) {
+	if v := getenv("GOMEMLIMIT"); v != "" {
+		log.Info("memory limit from GOMEMLIMIT", "GOMEMLIMIT", v)
+		return
+	}
+	if limit <= 0 {
+		debug.SetMemoryLimit(math.MaxInt64)
+		return
+	}
+	debug.SetMemoryLimit(limit)
 }

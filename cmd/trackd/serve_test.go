@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -166,6 +169,42 @@ func TestParseByteSize(t *testing.T) {
 		if _, err := parseByteSize(in); err == nil {
 			t.Errorf("parseByteSize(%q) accepted", in)
 		}
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	prev := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(prev)
+	noEnv := func(string) string { return "" }
+	cfg, err := loadServeConfig(nil, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MemoryLimit != 100<<20 {
+		t.Fatalf("default --memory-limit %d, want 100 MiB", cfg.MemoryLimit)
+	}
+	log := slog.New(slog.DiscardHandler)
+	applyMemoryLimit(int64(cfg.MemoryLimit), noEnv, log)
+	if got := debug.SetMemoryLimit(-1); got != 100<<20 {
+		t.Fatalf("limit %d after the default, want 100 MiB", got)
+	}
+	// GOMEMLIMIT wins: the runtime read it at start; trackd leaves it.
+	applyMemoryLimit(64<<20, func(k string) string {
+		if k == "GOMEMLIMIT" {
+			return "300MiB"
+		}
+		return ""
+	}, log)
+	if got := debug.SetMemoryLimit(-1); got != 100<<20 {
+		t.Fatalf("limit %d with GOMEMLIMIT set, want it untouched", got)
+	}
+	cfg, err = loadServeConfig([]string{"--memory-limit", "0"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyMemoryLimit(int64(cfg.MemoryLimit), noEnv, log)
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Fatalf("limit %d with --memory-limit 0, want none", got)
 	}
 }
 

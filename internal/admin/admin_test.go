@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,6 +63,9 @@ func TestHandlerCredentials(t *testing.T) {
 		Public:   &PublicOptions{Region: "us", Tracker: tracker},
 		User:     "ops",
 		Password: "correct horse battery staple",
+		// Each failure comes a limit period after the last: none is
+		// limited (TestFailedLoginsLimited tests the limit).
+		Now: steppingClock(authFailEvery),
 	}))
 	defer srv.Close()
 	// Redirects are not followed: an unclean path must not reach a
@@ -124,6 +128,71 @@ func TestHandlerCredentials(t *testing.T) {
 	// clean form, not served.
 	if resp := get("/public/../metrics", nil); resp.StatusCode == 200 {
 		t.Errorf("/public/../metrics served without credentials")
+	}
+}
+
+// steppingClock returns a clock that moves by step at every reading.
+func steppingClock(step time.Duration) func() time.Time {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(step)
+		return now
+	}
+}
+
+// TestFailedLoginsLimited: a client that keeps failing is answered 429
+// without its credentials being checked (even right ones), counted, until
+// the limit lets it try again; another client is not affected.
+func TestFailedLoginsLimited(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var refused, limited int
+	h := Handler(HandlerOptions{
+		Gatherer: prometheus.NewRegistry(),
+		Ready:    func() error { return nil },
+		User:     "ops",
+		Password: "right",
+		Now:      clock,
+		OnAuthFailure: func(l bool) {
+			if l {
+				limited++
+			} else {
+				refused++
+			}
+		},
+	})
+	do := func(from, pass string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		req.RemoteAddr = from
+		req.SetBasicAuth("ops", pass)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	for i := range authFailBurst {
+		if w := do("192.0.2.1:1000", "guess"); w.Code != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d, want 401", i, w.Code)
+		}
+	}
+	w := do("192.0.2.1:1001", "right")
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "5" {
+		t.Fatalf("past the burst, the right password: %d Retry-After %q; want 429, 5", w.Code, w.Header().Get("Retry-After"))
+	}
+	if w := do("[2001:db8::1]:1000", "right"); w.Code != 200 {
+		t.Fatalf("another client: %d, want 200", w.Code)
+	}
+	mu.Lock()
+	now = now.Add(authFailEvery)
+	mu.Unlock()
+	if w := do("192.0.2.1:1000", "right"); w.Code != 200 {
+		t.Fatalf("after the wait, the right password: %d, want 200", w.Code)
+	}
+	if refused != authFailBurst || limited != 1 {
+		t.Fatalf("counted %d refused, %d limited; want %d, 1", refused, limited, authFailBurst)
 	}
 }
 

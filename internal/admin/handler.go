@@ -4,13 +4,18 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"io"
+	"math"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/trackd/trackd/internal/auth"
+	"github.com/trackd/trackd/internal/ratelimit"
 )
 
 // HandlerOptions configure the admin handler.
@@ -31,6 +36,12 @@ type HandlerOptions struct {
 	// expose). Empty User: no credentials required (loopback only; the
 	// command refuses a non-loopback admin address without them).
 	User, Password string
+	// OnAuthFailure, if set, is called for each request refused for its
+	// credentials (limited: refused without checking them, because its
+	// client failed too often).
+	OnAuthFailure func(limited bool)
+	// Now is the clock of the failed-login limit; default time.Now.
+	Now func() time.Time
 }
 
 // Handler serves the admin endpoints: /metrics, /healthz (alive), /readyz
@@ -69,23 +80,55 @@ func Handler(opts HandlerOptions) http.Handler {
 	if opts.User == "" {
 		open.Handle("/", mux)
 	} else {
-		open.Handle("/", requireBasicAuth(opts.User, opts.Password, "trackd admin", mux))
+		open.Handle("/", requireBasicAuth(opts, "trackd admin", mux))
 	}
 	return open
 }
 
-// requireBasicAuth answers 401 unless the request carries user:password
-// as HTTP Basic credentials (standard or URL-safe base64). Both are
-// compared in constant time over SHA-256 digests, so neither their content
-// nor their length leaks through timing.
-func requireBasicAuth(user, password, realm string, next http.Handler) http.Handler {
-	wantUser, wantPass := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(password))
+// Failed logins allowed per client IP: a burst of authFailBurst, then one
+// per authFailEvery. Past that, the client's requests are answered 429
+// without their credentials being checked, so guessing the password costs
+// an attacker authFailEvery per guess; an operator who mistyped waits at
+// most that long.
+const (
+	authFailBurst = 10
+	authFailEvery = 5 * time.Second
+	authFailKeys  = 10_000
+)
+
+// requireBasicAuth answers 401 unless the request carries opts.User and
+// opts.Password as HTTP Basic credentials (standard or URL-safe base64).
+// Both are compared in constant time over SHA-256 digests, so neither
+// their content nor their length leaks through timing. A client IP that
+// failed too often is answered 429 with Retry-After.
+func requireBasicAuth(opts HandlerOptions, realm string, next http.Handler) http.Handler {
+	wantUser, wantPass := sha256.Sum256([]byte(opts.User)), sha256.Sum256([]byte(opts.Password))
 	challenge := `Basic realm="` + realm + `", charset="UTF-8"`
+	now, failed := opts.Now, opts.OnAuthFailure
+	if now == nil {
+		now = time.Now
+	}
+	if failed == nil {
+		failed = func(bool) {}
+	}
+	fails := ratelimit.New(float64(time.Second)/float64(authFailEvery), authFailBurst, authFailKeys)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip := r.RemoteAddr
+		if host, _, err := net.SplitHostPort(ip); err == nil {
+			ip = host
+		}
+		if wait := fails.Wait(ip, now()); wait > 0 {
+			failed(true)
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			http.Error(w, "too many failed logins; retry later", http.StatusTooManyRequests)
+			return
+		}
 		u, p, ok := auth.ParseBasic(r.Header.Get("Authorization"))
 		gotUser, gotPass := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
 		match := subtle.ConstantTimeCompare(gotUser[:], wantUser[:]) & subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
 		if !ok || match != 1 {
+			fails.Allow(ip, now())
+			failed(false)
 			w.Header().Set("WWW-Authenticate", challenge)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return

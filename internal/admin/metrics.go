@@ -29,6 +29,7 @@ type Metrics struct {
 	commitBytes     prometheus.Counter
 	quarantined     *prometheus.CounterVec
 	quarantineDrops *prometheus.CounterVec
+	adminAuth       *prometheus.CounterVec
 
 	mu   sync.Mutex // guards rank, and orders wsRejections' increments and deletions
 	rank *wsRank
@@ -80,10 +81,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "trackd_quarantine_dropped_total",
 			Help: "Items that could not be quarantined (quarantine full or unwritable), by kind.",
 		}, []string{"kind"}),
+		adminAuth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_admin_auth_failures_total",
+			Help: "Admin requests refused for their credentials: wrong or missing (refused), or not checked because the client failed too often (limited).",
+		}, []string{"result"}),
 		rank: newWSRank(time.Now),
 	}
 	reg.MustRegister(m.requests, m.duration, m.rejections, m.wsRejections, m.panics,
-		m.commitDuration, m.commitRecords, m.commitBytes, m.quarantined, m.quarantineDrops)
+		m.commitDuration, m.commitRecords, m.commitBytes, m.quarantined, m.quarantineDrops, m.adminAuth)
 	return m
 }
 
@@ -109,6 +114,16 @@ func (m *Metrics) Rejected(route, workspace, reason string) {
 		m.wsRejections.DeletePartialMatch(prometheus.Labels{"workspace": ws})
 	}
 	m.wsRejections.WithLabelValues(label, reason).Inc()
+}
+
+// AdminAuthFailed counts an admin request refused for its credentials
+// (limited: not checked, the client failed too often).
+func (m *Metrics) AdminAuthFailed(limited bool) {
+	result := "refused"
+	if limited {
+		result = "limited"
+	}
+	m.adminAuth.WithLabelValues(result).Inc()
 }
 
 // Panic counts a contained panic.

@@ -166,7 +166,7 @@ func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ex.authed {
 			key = "ip:" + s.clientIP(r)
 		}
-		if ok, wait := s.rate.allow(key, ex.received); !ok {
+		if ok, wait := s.rate.Allow(key, ex.received); !ok {
 			ex.fail(&apiError{status: http.StatusTooManyRequests, reason: "rate_limited", msg: "too many requests", retryAfter: wait})
 			return
 		}

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/trackd/trackd/internal/auth"
+	"github.com/trackd/trackd/internal/ratelimit"
 	"github.com/trackd/trackd/internal/spool"
 	"github.com/trackd/trackd/internal/ulid"
 )
@@ -202,7 +203,7 @@ type Server struct {
 	now         func() time.Time
 	newID       func() string
 	lim         Limits
-	rate        *limiter
+	rate        *ratelimit.Limiter
 	bodyTimeout time.Duration
 	durability  []string
 	classify    func(error) (int, string, time.Duration)
@@ -281,7 +282,7 @@ func New(opts Options) (*Server, error) {
 		s.onPanic = s.logPanic
 	}
 	if opts.RateLimit > 0 {
-		s.rate = newLimiter(opts.RateLimit, opts.RateBurst)
+		s.rate = ratelimit.New(opts.RateLimit, opts.RateBurst, 0)
 	}
 	s.pool.New = func() any { return new(exchange) }
 	s.routes()
