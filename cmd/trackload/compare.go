@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -16,44 +14,6 @@ import (
 
 	"github.com/trackd/trackd/internal/cli"
 )
-
-// plainServer is the baseline of every whole-server figure: a plain
-// net/http server that reads the body and answers {} (the Track API's
-// success body), with no auth, validation or storage.
-type plainServer struct {
-	srv *http.Server
-	ln  net.Listener
-	err chan error
-}
-
-func startPlainServer() (*plainServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	ok := []byte("{}")
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 1<<20))
-			w.Header().Set("Content-Type", "application/json; charset=utf-8")
-			w.Write(ok)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    1 << 20,
-	}
-	p := &plainServer{srv: srv, ln: ln, err: make(chan error, 1)}
-	go func() { p.err <- srv.Serve(ln) }() // owned by p: ends in Close
-	return p, nil
-}
-
-func (p *plainServer) URL() string { return "http://" + p.ln.Addr().String() }
-
-func (p *plainServer) Close() {
-	p.srv.Close()
-	<-p.err
-}
 
 // compareRound is one round: the same load against the plain server, then
 // against trackd.
@@ -86,6 +46,7 @@ type compareResult struct {
 	Plain        string         `json:"plain_url"`
 	Trackd       string         `json:"trackd_url"`
 	TrackdPID    int            `json:"trackd_pid,omitempty"`
+	PlainPID     int            `json:"plain_pid,omitempty"`
 	Started      bool           `json:"trackd_started_by_trackload"`
 	Rounds       []compareRound `json:"rounds"`
 	Ratio        spread         `json:"ratio"`
@@ -105,6 +66,7 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string, 
 	addLoadFlags(fs, &f)
 	rounds := fs.Int("rounds", 3, "rounds (each: plain, then trackd)")
 	bin := fs.String("trackd-bin", "", "start this trackd binary as a child on free ports with a temp data dir (default: use --url)")
+	plainMode := fs.String("plain", "process", "where the plain net/http server runs: process (its own process, like trackd) or inprocess (inside trackload, as before 2026-11-26: faster, as it shares trackload's scheduler)")
 	extra := fs.String("trackd-args", "", "more `trackd serve` flags for --trackd-bin, space-separated (e.g. \"--forward=false\")")
 	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
@@ -112,6 +74,9 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string, 
 	var p problems
 	if *rounds <= 0 {
 		p.add("--rounds must be > 0")
+	}
+	if *plainMode != "process" && *plainMode != "inprocess" {
+		p.add("--plain must be process or inprocess")
 	}
 	if f.oracle != "" {
 		p.add("--oracle is for `trackload run`, not compare")
@@ -153,16 +118,20 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string, 
 		pid = node.PID()
 		res.Started = true
 	}
-	plain, err := startPlainServer()
+	plain, err := startPlainServer(*plainMode == "inprocess")
 	if err != nil {
 		return err
 	}
 	defer plain.Close()
-	res.Plain, res.Trackd, res.TrackdPID = plain.URL(), o.URL, pid
+	res.Plain, res.Trackd, res.TrackdPID, res.PlainPID = plain.URL(), o.URL, pid, plain.PID()
 
 	if !f.json {
-		fmt.Fprintf(stdout, "trackload compare: %s, %d rounds; plain net/http (in-process) at %s; trackd at %s",
-			loadDesc(o), *rounds, plain.URL(), o.URL)
+		where := "in-process"
+		if plain.PID() > 0 {
+			where = fmt.Sprintf("pid %d", plain.PID())
+		}
+		fmt.Fprintf(stdout, "trackload compare: %s, %d rounds; plain net/http (%s) at %s; trackd at %s",
+			loadDesc(o), *rounds, where, plain.URL(), o.URL)
 		if pid > 0 {
 			fmt.Fprintf(stdout, " (pid %d)", pid)
 		}
@@ -172,23 +141,11 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string, 
 	for r := 0; r < *rounds; r++ {
 		po := o
 		po.URL = plain.URL()
-		pr, err := runLoad(ctx, po)
+		pr, err := loadSampled(ctx, po, plain.PID())
 		if err != nil {
 			return fmt.Errorf("round %d, plain: %w", r+1, err)
 		}
-		var ps *procSampler
-		if pid > 0 {
-			if ps, err = startProcSampler(pid, 100*time.Millisecond); err != nil {
-				return fmt.Errorf("--pid %d: %w", pid, err)
-			}
-		}
-		tr, err := runLoad(ctx, o)
-		if ps != nil {
-			st := ps.Stop()
-			if tr != nil {
-				tr.Proc = st
-			}
-		}
+		tr, err := loadSampled(ctx, o, pid)
 		if err != nil {
 			return fmt.Errorf("round %d, trackd: %w", r+1, err)
 		}
@@ -213,6 +170,25 @@ func runCompare(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	printCompare(stdout, res)
 	return nil
+}
+
+// loadSampled runs a load and, when pid > 0, samples that process's CPU
+// and peak RSS meanwhile.
+func loadSampled(ctx context.Context, o loadOptions, pid int) (*loadResult, error) {
+	var ps *procSampler
+	if pid > 0 {
+		var err error
+		if ps, err = startProcSampler(pid, 100*time.Millisecond); err != nil {
+			return nil, fmt.Errorf("pid %d: %w", pid, err)
+		}
+	}
+	res, err := runLoad(ctx, o)
+	if ps != nil {
+		if st := ps.Stop(); res != nil {
+			res.Proc = st
+		}
+	}
+	return res, err
 }
 
 // loadDesc describes a load in a few words.
@@ -240,16 +216,21 @@ func loadDesc(o loadOptions) string {
 
 func printCompare(w io.Writer, r *compareResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\tplain ok/s\tplain p99\ttrackd ok/s\ttrackd p99\tratio\terrors\ttrackd CPU\ttrackd peak RSS\tloader CPU (plain/trackd)\t")
+	fmt.Fprintln(tw, "round\tplain ok/s\tplain p99\ttrackd ok/s\ttrackd p99\tratio\terrors\tplain CPU\ttrackd CPU\ttrackd peak RSS\tloader CPU (plain/trackd)\t")
+	cores := func(p *procStats) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f cores", p.CPUCores)
+	}
 	for i, rd := range r.Rounds {
-		cpu, rss := "-", "-"
+		rss := "-"
 		if p := rd.Trackd.Proc; p != nil {
-			cpu = fmt.Sprintf("%.2f cores", p.CPUCores)
 			rss = fmtBytes(p.PeakRSS)
 		}
-		fmt.Fprintf(tw, "%d\t%.0f\t%s\t%.0f\t%s\t%.2f\t%d\t%s\t%s\t%.2f / %.2f cores\t\n", i+1,
+		fmt.Fprintf(tw, "%d\t%.0f\t%s\t%.0f\t%s\t%.2f\t%d\t%s\t%s\t%s\t%.2f / %.2f cores\t\n", i+1,
 			rd.Plain.OKPerS, fmtMS(rd.Plain.Latency.P99), rd.Trackd.OKPerS, fmtMS(rd.Trackd.Latency.P99),
-			rd.Ratio, rd.Trackd.Errors()+rd.Plain.Errors(), cpu, rss, rd.Plain.SelfCPU, rd.Trackd.SelfCPU)
+			rd.Ratio, rd.Trackd.Errors()+rd.Plain.Errors(), cores(rd.Plain.Proc), cores(rd.Trackd.Proc), rss, rd.Plain.SelfCPU, rd.Trackd.SelfCPU)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "ratio trackd/plain (200s per second): min %.2f  median %.2f  max %.2f\n", r.Ratio.Min, r.Ratio.Median, r.Ratio.Max)

@@ -63,6 +63,22 @@ func TestCompare(t *testing.T) {
 	if !(res.Ratio.Min <= res.Ratio.Median && res.Ratio.Median <= res.Ratio.Max) {
 		t.Errorf("ratio spread %+v", res.Ratio)
 	}
+	// By default the plain server is its own process, sampled like trackd.
+	if res.PlainPID <= 0 || res.Rounds[0].Plain.Proc == nil {
+		t.Errorf("plain server pid %d, sampled %v: want its own process", res.PlainPID, res.Rounds[0].Plain.Proc)
+	}
+
+	out.Reset()
+	if err := run(context.Background(), append(args, "--json", "--rounds", "1", "--plain", "inprocess"), os.Getenv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	res = compareResult{}
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+		t.Fatalf("%v:\n%s", err, out.String())
+	}
+	if res.PlainPID != 0 || len(res.Rounds) != 1 || res.Rounds[0].Plain.OK != 100 {
+		t.Errorf("--plain inprocess: plain pid %d, rounds %+v", res.PlainPID, res.Rounds)
+	}
 }
 
 func TestSpreadOf(t *testing.T) {
@@ -80,4 +96,13 @@ func TestSpreadOf(t *testing.T) {
 			t.Errorf("spreadOf(%v) = %+v, want %+v", tt.in, got, tt.want)
 		}
 	}
+}
+
+// TestMain lets this test binary be compare's plain-server child, as the
+// trackload binary is.
+func TestMain(m *testing.M) {
+	if os.Getenv(plainServerEnv) != "" {
+		os.Exit(plainServerMain(os.Stdin, os.Stdout))
+	}
+	os.Exit(m.Run())
 }

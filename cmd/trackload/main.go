@@ -20,6 +20,9 @@ import (
 )
 
 func main() {
+	if os.Getenv(plainServerEnv) != "" {
+		os.Exit(plainServerMain(os.Stdin, os.Stdout))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
