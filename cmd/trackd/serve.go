@@ -259,7 +259,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 	wg.Add(2)
-	go serve(srv, trackapi.WrapListener(ln))
+	go serve(srv, api.Listener(ln))
 	go serve(adminSrv, adminLn)
 
 	// Forwarders: one per destination, each on its own cursor. They and

@@ -529,7 +529,7 @@ func TestSlowHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := trackapi.NewHTTPServer("", f.h, trackapi.Timeouts{ReadHeader: 200 * time.Millisecond, Idle: 300 * time.Millisecond}, discardLogger())
-	go srv.Serve(trackapi.WrapListener(ln))
+	go srv.Serve(f.h.Listener(ln))
 	t.Cleanup(func() { srv.Close() })
 
 	// A kept-alive connection that goes idle after a request is closed
@@ -578,6 +578,14 @@ func TestSlowHeaders(t *testing.T) {
 	t.Logf("slow-header connection closed after %v (answer %q)", time.Since(start), b)
 	if n := len(f.store.take()); n != 2 {
 		t.Errorf("stored %d", n)
+	}
+	// The 408 is counted like any other answer (the connection was closed
+	// after it was written and counted).
+	f.obs.mu.Lock()
+	timeouts, served := f.obs.rejected["timeout"], f.obs.served
+	f.obs.mu.Unlock()
+	if timeouts != 1 || served != 3 {
+		t.Errorf("observer saw %d timeout rejections and %d answers; want 1 and 3 (two 200s and the 408)", timeouts, served)
 	}
 }
 

@@ -21,25 +21,38 @@ import (
 
 // WrapListener returns ln with connections that answer 408 to a client
 // trickling its request headers. Serve it with a server from NewHTTPServer.
-func WrapListener(ln net.Listener) net.Listener { return slowHeaderListener{ln} }
+func WrapListener(ln net.Listener) net.Listener { return slowHeaderListener{ln, nopObserver{}} }
 
-type slowHeaderListener struct{ net.Listener }
+// Listener is WrapListener whose 408s are also counted by s's Observer
+// (route "unknown": no route was read; reason timeout).
+func (s *Server) Listener(ln net.Listener) net.Listener { return slowHeaderListener{ln, s.obs} }
+
+type slowHeaderListener struct {
+	net.Listener
+	obs Observer
+}
 
 func (l slowHeaderListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &slowHeaderConn{Conn: c}, nil
+	return &slowHeaderConn{Conn: c, obs: l.obs, accepted: time.Now()}, nil
 }
 
 // slowHeaderConn tracks whether a request is being read outside a handler.
 type slowHeaderConn struct {
 	net.Conn
+	obs       Observer
+	accepted  time.Time
 	inHandler atomic.Bool // a request was handed to a handler and the connection is not idle yet
 	partial   atomic.Bool // bytes of a request not yet handed to a handler were read
 	answered  atomic.Bool // the 408 was written
 }
+
+// RouteUnknown is the route label of a request answered before its
+// request line and headers were read (a slow client's 408).
+const RouteUnknown = "unknown"
 
 const body408 = `{"meta":{"errors":["request headers were not received in time"]}}`
 
@@ -60,6 +73,8 @@ func (c *slowHeaderConn) Read(p []byte) (int, error) {
 	if err != nil && c.partial.Load() && isTimeout(err) && c.answered.CompareAndSwap(false, true) {
 		c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 		c.Conn.Write(response408)
+		c.obs.Served(RouteUnknown, "", http.StatusRequestTimeout, time.Since(c.accepted))
+		c.obs.Rejected(RouteUnknown, "", ReasonTimeout)
 	}
 	return n, err
 }
