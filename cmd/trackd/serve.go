@@ -438,16 +438,25 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	case c := <-upgraded:
 		log.Info("upgrade: stopping instead; the new process is stopped", "pid", c.cmd.Process.Pid)
 		c.abort()
+		c.close()
 	default:
 	}
 	nats.stop()
 	if child != nil {
 		err := child.waitServing(cfg.ShutdownTimeout)
-		child.close()
 		if err != nil {
 			log.Error("upgrade: "+err.Error(), "pid", child.cmd.Process.Pid)
+			// Without systemd nothing would restart the service: this
+			// binary takes the sockets back. Under systemd, MAINPID is the
+			// failed process, and Restart= starts the service again.
+			if getenv("NOTIFY_SOCKET") == "" {
+				log.Warn("upgrade: the new process did not serve; running this binary again on the same sockets", "pid", child.cmd.Process.Pid)
+				err = errors.Join(err, child.resumeAfterFailedUpgrade())
+			}
+			child.close()
 			return errors.Join(runErr, err)
 		}
+		child.close()
 		log.Info("stopped; the new process serves", "pid", child.cmd.Process.Pid)
 		return runErr
 	}

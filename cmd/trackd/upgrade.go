@@ -38,9 +38,11 @@ import (
 //     process has exited (the upgrade connection reaches EOF), since the
 //     old one holds its port and store until then; records wait in the
 //     spool meanwhile.
-//  5. The old process exits 0 once it heard "serving", and non-zero if the
-//     new process died before (then nothing serves: systemd's Restart=
-//     starts a new one on the sockets it holds).
+//  5. The old process exits 0 once it heard "serving". If the new process
+//     died before (or hung, and is killed), the old one runs its own
+//     binary again in place on the same sockets, which it kept copies of
+//     (resumeAfterFailedUpgrade); under systemd it exits non-zero instead,
+//     and Restart= starts the service again on the sockets systemd holds.
 const (
 	upgradeReady    = "ready\n"
 	upgradeReleased = "released\n"
@@ -59,6 +61,13 @@ type upgradeChild struct {
 	cmd  *exec.Cmd
 	conn net.Conn
 	r    *bufio.Reader
+	// files are copies of the listening sockets handed over, and names
+	// their names: kept until the new process serves, so that the
+	// sockets (and the connections waiting in them) outlive a new process
+	// that dies before it serves, and this one can take them back
+	// (resumeAfterFailedUpgrade).
+	files []*os.File
+	names []string
 }
 
 // startUpgrade starts exe with argv[1:] and the listeners, and waits up to
@@ -108,19 +117,17 @@ func startUpgrade(ctx context.Context, exe string, argv []string, lns []namedLis
 		return nil, fmt.Errorf("start %s: %w", exe, err)
 	}
 	theirs.Close()
-	for _, f := range files {
-		f.Close()
-	}
-	files = nil
 	go cmd.Wait() // reaps it should it exit while this process still runs
 
-	c := &upgradeChild{cmd: cmd, conn: conn, r: bufio.NewReader(conn)}
+	c := &upgradeChild{cmd: cmd, conn: conn, r: bufio.NewReader(conn), files: files, names: names}
+	files = nil // c's now; closed by c.close
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	conn.SetReadDeadline(time.Now().Add(wait))
 	line, err := c.r.ReadString('\n')
 	stopped := !stop()
 	if err != nil || line != upgradeReady {
 		c.abort()
+		c.close()
 		switch {
 		case stopped:
 			err = errors.New("stopping (SIGTERM) before it was ready")
@@ -162,9 +169,46 @@ func (c *upgradeChild) released() error {
 	return err
 }
 
-// close ends the upgrade connection: the new process takes it as "the old
-// process is gone" (exiting closes it too).
-func (c *upgradeChild) close() { c.conn.Close() }
+// close ends the upgrade connection (the new process takes it as "the
+// old process is gone"; exiting closes it too) and drops this process's
+// copies of the sockets.
+func (c *upgradeChild) close() {
+	c.conn.Close()
+	for _, f := range c.files {
+		f.Close()
+	}
+	c.files = nil
+}
+
+// resumeAfterFailedUpgrade is what the old process does when the new one
+// it released the data dir to did not serve (it died, or hung and is
+// killed here): it runs its own binary again, in place (same PID), on the
+// same listening sockets, which connections kept queueing in meanwhile.
+// The binary is /proc/self/exe, the one this process runs even though
+// the upgrade replaced the file on disk. It returns only on failure.
+func (c *upgradeChild) resumeAfterFailedUpgrade() error {
+	c.cmd.Process.Kill() // if it is still there, it hung
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.Copy(io.Discard, c.r) // EOF once it has exited, with its lock on the data dir
+	// The sockets go to fds 3.. without close-on-exec, as in an upgrade.
+	// First out of the way (fds from 100), so that moving one cannot
+	// close another.
+	high := make([]int, len(c.files))
+	for i, f := range c.files {
+		fd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_DUPFD_CLOEXEC, 100)
+		if errno != 0 {
+			return fmt.Errorf("resume: dup %s socket: %w", c.names[i], errno)
+		}
+		high[i] = int(fd)
+	}
+	for i, fd := range high {
+		if err := syscall.Dup3(fd, 3+i, 0); err != nil {
+			return fmt.Errorf("resume: %s socket to fd %d: %w", c.names[i], 3+i, err)
+		}
+	}
+	env := append(childEnv(os.Environ()), upgradeFDsEnv+"="+strings.Join(c.names, ":"))
+	return fmt.Errorf("resume: %w", syscall.Exec("/proc/self/exe", os.Args, env))
+}
 
 // upgradeExecutable is the binary an upgrade starts: the path this process
 // was started by (made absolute, symlinks not followed), else the running

@@ -13,10 +13,23 @@ import (
 	"testing"
 )
 
-// TestUpgradeFailsSafelyThenSucceeds: SIGUSR2 with a broken binary on disk
-// leaves the running trackd serving; with a good one, the new process takes
-// over the socket and the data dir, and the old one exits 0.
-func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
+// upgradeFixture is a trackd started from a binary the test can replace
+// on disk, its log, and the process an upgrade started.
+type upgradeFixture struct {
+	t       *testing.T
+	bin     string
+	good    []byte // a working trackd
+	api     string
+	dataDir string
+	cmd     *exec.Cmd
+	logs    *bufio.Scanner
+	seen    []string
+	newPID  int
+}
+
+// startUpgradable installs a working trackd at a path of its own and
+// starts it, serving, on a fixed API address.
+func startUpgradable(t *testing.T) *upgradeFixture {
 	if testing.Short() {
 		t.Skip("builds trackd and runs real processes")
 	}
@@ -25,26 +38,13 @@ func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
 	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, 36 /* PR_SET_CHILD_SUBREAPER */, 1, 0); e != 0 {
 		t.Fatal(e)
 	}
-	good := buildTrackd(t)
-	bin := filepath.Join(t.TempDir(), "trackd")
-	install := func(content []byte) {
-		t.Helper()
-		if err := os.WriteFile(bin+".new", content, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(bin+".new", bin); err != nil {
-			t.Fatal(err)
-		}
-	}
-	goodBytes, err := os.ReadFile(good)
+	good, err := os.ReadFile(buildTrackd(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	install(goodBytes)
-
-	api := freePort(t)
-	dataDir := t.TempDir()
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", api, "--admin-listen", "127.0.0.1:0",
+	f := &upgradeFixture{t: t, bin: filepath.Join(t.TempDir(), "trackd"), good: good, api: freePort(t), dataDir: t.TempDir()}
+	f.install(good)
+	f.cmd = exec.Command(f.bin, "serve", "--data-dir", f.dataDir, "--listen", f.api, "--admin-listen", "127.0.0.1:0",
 		"--nats-listen", freePort(t), "--workspace", "s:k")
 	// Plain pipes, not StdoutPipe: Wait closes those, and the new process
 	// writes to the same stdout after the old one has exited.
@@ -52,79 +52,138 @@ func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = stdoutW
+	f.cmd.Stdout = stdoutW
 	stderrR, stderrW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = stderrW
-	if err := cmd.Start(); err != nil {
+	f.cmd.Stderr = stderrW
+	if err := f.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	stderrW.Close()
 	stdoutW.Close()
 	go io.Copy(io.Discard, stdoutR)
-	logs := bufio.NewScanner(stderrR)
-	var seen []string
-	waitLog := func(substr string) string {
-		t.Helper()
-		for logs.Scan() {
-			seen = append(seen, logs.Text())
-			if strings.Contains(logs.Text(), substr) {
-				return logs.Text()
-			}
-		}
-		t.Fatalf("log ended without %q:\n%s", substr, strings.Join(seen, "\n"))
-		return ""
-	}
-	newPID := 0
-	defer func() {
-		cmd.Process.Kill()
-		if newPID != 0 {
-			syscall.Kill(newPID, syscall.SIGKILL)
+	f.logs = bufio.NewScanner(stderrR)
+	t.Cleanup(func() {
+		f.cmd.Process.Kill()
+		if f.newPID != 0 {
+			syscall.Kill(f.newPID, syscall.SIGKILL)
 			var ws syscall.WaitStatus
-			syscall.Wait4(newPID, &ws, 0, nil)
+			syscall.Wait4(f.newPID, &ws, 0, nil)
 		}
-	}()
-	waitLog(`"msg":"serving"`)
-	send := func(id string) {
-		t.Helper()
-		resp := call(t, "POST", "http://"+api+"/api/v1/customers/1/events", "s", "k", `{"name":"e","id":"`+id+`"}`)
-		if resp.StatusCode != 200 {
-			t.Fatalf("event %s: %d\n%s", id, resp.StatusCode, strings.Join(seen, "\n"))
+	})
+	f.waitLog(`"msg":"serving"`)
+	return f
+}
+
+// install replaces the binary on disk, as a deployment does.
+func (f *upgradeFixture) install(content []byte) {
+	f.t.Helper()
+	if err := os.WriteFile(f.bin+".new", content, 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.Rename(f.bin+".new", f.bin); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// waitLog reads the log (both processes') up to a line containing substr.
+func (f *upgradeFixture) waitLog(substr string) string {
+	f.t.Helper()
+	for f.logs.Scan() {
+		f.seen = append(f.seen, f.logs.Text())
+		if strings.Contains(f.logs.Text(), substr) {
+			return f.logs.Text()
 		}
 	}
-	send("01J0000000000000000000000A")
+	f.t.Fatalf("log ended without %q:\n%s", substr, strings.Join(f.seen, "\n"))
+	return ""
+}
 
-	install([]byte("#!/bin/sh\necho broken build >&2\nexit 3\n"))
-	cmd.Process.Signal(syscall.SIGUSR2)
-	waitLog("upgrade failed; still serving")
-	send("01J0000000000000000000000B")
+// send stores one event and fails the test unless it got a 200.
+func (f *upgradeFixture) send(id string) {
+	f.t.Helper()
+	resp := call(f.t, "POST", "http://"+f.api+"/api/v1/customers/1/events", "s", "k", `{"name":"e","id":"`+id+`"}`)
+	if resp.StatusCode != 200 {
+		f.t.Fatalf("event %s: %d\n%s", id, resp.StatusCode, strings.Join(f.seen, "\n"))
+	}
+}
 
-	install(goodBytes)
-	cmd.Process.Signal(syscall.SIGUSR2)
-	line := waitLog("the new process is ready; handing over")
+// checkPIDFile fails the test unless the data dir's pid file names pid.
+func (f *upgradeFixture) checkPIDFile(pid int) {
+	f.t.Helper()
+	if b, err := os.ReadFile(filepath.Join(f.dataDir, pidFile)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
+		f.t.Fatalf("pid file: %q, %v; want %d", b, err, pid)
+	}
+}
+
+// TestUpgradeFailsSafelyThenSucceeds: SIGUSR2 with a broken binary on disk
+// leaves the running trackd serving; with a good one, the new process takes
+// over the socket and the data dir, and the old one exits 0.
+func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
+	f := startUpgradable(t)
+	f.send("01J0000000000000000000000A")
+
+	f.install([]byte("#!/bin/sh\necho broken build >&2\nexit 3\n"))
+	f.cmd.Process.Signal(syscall.SIGUSR2)
+	f.waitLog("upgrade failed; still serving")
+	f.send("01J0000000000000000000000B")
+
+	f.install(f.good)
+	f.cmd.Process.Signal(syscall.SIGUSR2)
+	line := f.waitLog("the new process is ready; handing over")
 	m := regexp.MustCompile(`"pid":(\d+)`).FindStringSubmatch(line)
 	if m == nil {
 		t.Fatalf("no pid in %q", line)
 	}
-	newPID, _ = strconv.Atoi(m[1])
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("old process: %v\n%s", err, strings.Join(seen, "\n"))
+	f.newPID, _ = strconv.Atoi(m[1])
+	if err := f.cmd.Wait(); err != nil {
+		t.Fatalf("old process: %v\n%s", err, strings.Join(f.seen, "\n"))
 	}
-	send("01J0000000000000000000000C") // queued by the kernel until the new process serves
-	waitLog(`"msg":"serving"`)         // the new one's, logged after it wrote the pid file
-	if b, err := os.ReadFile(filepath.Join(dataDir, pidFile)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(newPID) {
-		t.Fatalf("pid file after the upgrade: %q, %v; want %d", b, err, newPID)
-	}
-	syscall.Kill(newPID, syscall.SIGTERM)
+	f.send("01J0000000000000000000000C") // queued by the kernel until the new process serves
+	f.waitLog(`"msg":"serving"`)         // the new one's, logged after it wrote the pid file
+	f.checkPIDFile(f.newPID)
+	syscall.Kill(f.newPID, syscall.SIGTERM)
 	var ws syscall.WaitStatus
-	if _, err := syscall.Wait4(newPID, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+	if _, err := syscall.Wait4(f.newPID, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
 		t.Fatalf("new process: %v %v", err, ws)
 	}
-	newPID = 0
-	waitLog(`"msg":"stopped"`)
-	if _, err := os.Stat(filepath.Join(dataDir, pidFile)); !os.IsNotExist(err) {
+	f.newPID = 0
+	f.waitLog(`"msg":"stopped"`)
+	if _, err := os.Stat(filepath.Join(f.dataDir, pidFile)); !os.IsNotExist(err) {
 		t.Fatalf("pid file after a clean stop: %v", err)
 	}
+}
+
+// TestUpgradeNewProcessDiesAfterReady: a new binary that gets through the
+// handshake, is given the data dir and then dies before it serves (say it
+// cannot read the spool) does not leave the service down: the old binary
+// runs again in place, on the same sockets, and a request sent meanwhile
+// waits in the socket and is answered.
+func TestUpgradeNewProcessDiesAfterReady(t *testing.T) {
+	f := startUpgradable(t)
+	f.send("01J0000000000000000000000A")
+
+	// Says ready, waits to be given the data dir, then fails.
+	f.install([]byte(`#!/bin/sh
+fd=$` + upgradeConnEnv + `
+eval "printf 'ready\n' >&$fd"
+eval "read released <&$fd"
+echo "new build: cannot open the spool" >&2
+exit 4
+`))
+	f.cmd.Process.Signal(syscall.SIGUSR2)
+	f.waitLog("the new process is ready; handing over")
+	f.waitLog("running this binary again on the same sockets")
+	f.send("01J0000000000000000000000B") // waits in the socket until the old binary serves again
+	f.waitLog(`"msg":"serving"`)
+	f.checkPIDFile(f.cmd.Process.Pid) // the same process, its binary run again
+
+	// It is a whole trackd again: it stops cleanly.
+	f.cmd.Process.Signal(syscall.SIGTERM)
+	if err := f.cmd.Wait(); err != nil {
+		t.Fatalf("resumed process: %v\n%s", err, strings.Join(f.seen, "\n"))
+	}
+	f.waitLog(`"msg":"stopped"`)
 }
