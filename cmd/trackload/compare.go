@@ -179,7 +179,8 @@ func loadSampled(ctx context.Context, o loadOptions, pid int) (*loadResult, erro
 	if pid > 0 {
 		var err error
 		if ps, err = startProcSampler(pid, 100*time.Millisecond); err != nil {
-			return nil, fmt.Errorf("pid %d: %w", pid, err)
+			ps = nil // no CPU and RSS columns, the load still runs
+			fmt.Fprintf(os.Stderr, "trackload compare: cannot sample pid %d: %v\n", pid, err)
 		}
 	}
 	res, err := runLoad(ctx, o)

@@ -85,7 +85,11 @@ func startPlainServer(inProcess bool) (*plainServer, error) {
 		return nil, fmt.Errorf("plain server: %w", err)
 	}
 	p := &plainServer{pid: cmd.Process.Pid, cmd: cmd, stdin: stdin}
+	// A child that hangs before it listens is killed (Close), which ends
+	// the read.
+	hung := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
+	hung.Stop()
 	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening ")
 	if err != nil || !ok {
 		p.Close()

@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -145,7 +146,8 @@ func steppingClock(step time.Duration) func() time.Time {
 
 // TestFailedLoginsLimited: a client that keeps failing is answered 429
 // without its credentials being checked (even right ones), counted, until
-// the limit lets it try again; another client is not affected.
+// the limit lets it try again; another client is not affected, an IPv6
+// client is limited by its /64, and loopback peers are not limited.
 func TestFailedLoginsLimited(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Unix(1_000_000, 0)
@@ -193,6 +195,21 @@ func TestFailedLoginsLimited(t *testing.T) {
 	}
 	if refused != authFailBurst || limited != 1 {
 		t.Fatalf("counted %d refused, %d limited; want %d, 1", refused, limited, authFailBurst)
+	}
+
+	// Many addresses of one IPv6 /64 are one client.
+	for i := range authFailBurst {
+		do(fmt.Sprintf("[2001:db8:0:7::%x]:1000", i+1), "guess")
+	}
+	if w := do("[2001:db8:0:7::ffff]:1000", "guess"); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("an 11th address of the same /64: %d, want 429", w.Code)
+	}
+	// A loopback peer (a local TLS proxy) is never limited.
+	for range 3 * authFailBurst {
+		do("127.0.0.1:1000", "guess")
+	}
+	if w := do("127.0.0.1:1000", "right"); w.Code != 200 {
+		t.Fatalf("loopback peer after many failures: %d, want 200", w.Code)
 	}
 }
 
@@ -262,5 +279,33 @@ func TestStatusPageNamesTheRegion(t *testing.T) {
 		if !strings.Contains(page.String(), want) {
 			t.Errorf("status page lacks %q", want)
 		}
+	}
+}
+
+// TestUntimedAnswer: an answer served with a negative duration (a slow
+// client's 408) is counted but not put in the latency histogram, so it
+// cannot spend the latency SLO's budget.
+func TestUntimedAnswer(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.Served("unknown", "", 408, -1)
+	m.Served("v1.event", "POST", 200, time.Millisecond)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted, timed := 0.0, uint64(0)
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "trackd_http_requests_total":
+				counted += mt.GetCounter().GetValue()
+			case "trackd_http_request_duration_seconds":
+				timed += mt.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	if counted != 2 || timed != 1 {
+		t.Fatalf("%v answers counted, %d timed; want 2 and 1", counted, timed)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -85,11 +86,13 @@ func Handler(opts HandlerOptions) http.Handler {
 	return open
 }
 
-// Failed logins allowed per client IP: a burst of authFailBurst, then one
-// per authFailEvery. Past that, the client's requests are answered 429
-// without their credentials being checked, so guessing the password costs
-// an attacker authFailEvery per guess; an operator who mistyped waits at
-// most that long.
+// Failed logins allowed per client: a burst of authFailBurst, then one per
+// authFailEvery. Past that, the client's requests are answered 429 without
+// their credentials being checked, so guessing the password costs an
+// attacker authFailEvery per guess; an operator who mistyped waits at most
+// that long. A client is its IPv4 address or its IPv6 /64 (one host can use
+// a whole /64). Loopback peers are not limited: they are this host, often a
+// TLS proxy that every client goes through (limit there).
 const (
 	authFailBurst = 10
 	authFailEvery = 5 * time.Second
@@ -99,7 +102,7 @@ const (
 // requireBasicAuth answers 401 unless the request carries opts.User and
 // opts.Password as HTTP Basic credentials (standard or URL-safe base64).
 // Both are compared in constant time over SHA-256 digests, so neither
-// their content nor their length leaks through timing. A client IP that
+// their content nor their length leaks through timing. A client that
 // failed too often is answered 429 with Retry-After.
 func requireBasicAuth(opts HandlerOptions, realm string, next http.Handler) http.Handler {
 	wantUser, wantPass := sha256.Sum256([]byte(opts.User)), sha256.Sum256([]byte(opts.Password))
@@ -113,26 +116,51 @@ func requireBasicAuth(opts HandlerOptions, realm string, next http.Handler) http
 	}
 	fails := ratelimit.New(float64(time.Second)/float64(authFailEvery), authFailBurst, authFailKeys)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ip := r.RemoteAddr
-		if host, _, err := net.SplitHostPort(ip); err == nil {
-			ip = host
-		}
-		if wait := fails.Wait(ip, now()); wait > 0 {
-			failed(true)
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			http.Error(w, "too many failed logins; retry later", http.StatusTooManyRequests)
-			return
+		client, limited := authClient(r.RemoteAddr)
+		// The attempt is paid for before the check and refunded if it
+		// succeeds: concurrent guesses cannot share one allowance.
+		if limited {
+			if ok, wait := fails.Allow(client, now()); !ok {
+				failed(true)
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+				http.Error(w, "too many failed logins; retry later", http.StatusTooManyRequests)
+				return
+			}
 		}
 		u, p, ok := auth.ParseBasic(r.Header.Get("Authorization"))
 		gotUser, gotPass := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
 		match := subtle.ConstantTimeCompare(gotUser[:], wantUser[:]) & subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
 		if !ok || match != 1 {
-			fails.Allow(ip, now())
 			failed(false)
 			w.Header().Set("WWW-Authenticate", challenge)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
 		}
+		if limited {
+			fails.Refund(client)
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// authClient returns the failed-login limit's key for a peer address
+// (host:port): the IPv4 address, or the IPv6 /64; limited is false for
+// loopback peers.
+func authClient(remote string) (key string, limited bool) {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host, true
+	}
+	ip = ip.Unmap()
+	if ip.IsLoopback() {
+		return "", false
+	}
+	if ip.Is6() {
+		return netip.PrefixFrom(ip, 64).Masked().String(), true
+	}
+	return ip.String(), true
 }

@@ -95,7 +95,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // Served implements trackapi.Observer.
 func (m *Metrics) Served(route, method string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(route).Observe(d.Seconds())
+	if d >= 0 { // < 0: not timed (a slow client's 408; see trackapi.Observer)
+		m.duration.WithLabelValues(route).Observe(d.Seconds())
+	}
 }
 
 // Rejected implements trackapi.Observer.

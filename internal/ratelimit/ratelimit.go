@@ -95,18 +95,30 @@ func (l *Limiter) refillLocked(key string, now time.Time, create bool) *bucket {
 }
 
 // pruneLocked makes room for one more bucket: it drops the buckets that
-// have refilled completely, and if none had, arbitrary ones.
+// have refilled completely, and if none had, the fullest one, so that a
+// client cannot clear its own empty bucket by making up other keys.
 func (l *Limiter) pruneLocked(now time.Time) {
+	fullest, most := "", -1.0
 	for k, b := range l.buckets {
-		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
+		t := b.tokens + now.Sub(b.last).Seconds()*l.rate
+		if t >= l.burst {
 			delete(l.buckets, k)
+		} else if t > most {
+			fullest, most = k, t
 		}
 	}
-	for k := range l.buckets {
-		if len(l.buckets) < l.maxKeys {
-			break
-		}
-		delete(l.buckets, k)
+	if len(l.buckets) >= l.maxKeys {
+		delete(l.buckets, fullest)
+	}
+}
+
+// Refund gives back a token Allow took (say the request it paid for
+// turned out not to count), up to the burst.
+func (l *Limiter) Refund(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b := l.buckets[key]; b != nil {
+		b.tokens = math.Min(l.burst, b.tokens+1)
 	}
 }
 

@@ -44,3 +44,37 @@ func TestKeysBounded(t *testing.T) {
 		t.Fatalf("%d buckets, bound 100", n)
 	}
 }
+
+// TestEmptyBucketsSurviveEviction: a client whose bucket is empty cannot
+// clear it by filling the limiter with other keys.
+func TestEmptyBucketsSurviveEviction(t *testing.T) {
+	l := New(1, 3, 10)
+	t0 := time.Unix(1000, 0)
+	for range 3 {
+		l.Allow("attacker", t0)
+	}
+	for i := range 1000 {
+		l.Allow(fmt.Sprint("other", i), t0) // one token each: fuller than the attacker's
+	}
+	if ok, _ := l.Allow("attacker", t0); ok {
+		t.Fatal("the empty bucket was evicted")
+	}
+}
+
+func TestRefund(t *testing.T) {
+	l := New(1, 2, 0)
+	t0 := time.Unix(1000, 0)
+	l.Allow("a", t0)
+	l.Allow("a", t0)
+	l.Refund("a")
+	l.Refund("a")
+	l.Refund("a") // not past the burst
+	for i := range 2 {
+		if ok, _ := l.Allow("a", t0); !ok {
+			t.Fatalf("token %d refunded but refused", i)
+		}
+	}
+	if ok, _ := l.Allow("a", t0); ok {
+		t.Fatal("refunds went past the burst")
+	}
+}

@@ -37,14 +37,13 @@ func (l slowHeaderListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &slowHeaderConn{Conn: c, obs: l.obs, accepted: time.Now()}, nil
+	return &slowHeaderConn{Conn: c, obs: l.obs}, nil
 }
 
 // slowHeaderConn tracks whether a request is being read outside a handler.
 type slowHeaderConn struct {
 	net.Conn
 	obs       Observer
-	accepted  time.Time
 	inHandler atomic.Bool // a request was handed to a handler and the connection is not idle yet
 	partial   atomic.Bool // bytes of a request not yet handed to a handler were read
 	answered  atomic.Bool // the 408 was written
@@ -73,7 +72,7 @@ func (c *slowHeaderConn) Read(p []byte) (int, error) {
 	if err != nil && c.partial.Load() && isTimeout(err) && c.answered.CompareAndSwap(false, true) {
 		c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 		c.Conn.Write(response408)
-		c.obs.Served(RouteUnknown, "", http.StatusRequestTimeout, time.Since(c.accepted))
+		c.obs.Served(RouteUnknown, "", http.StatusRequestTimeout, -1) // counted, not timed
 		c.obs.Rejected(RouteUnknown, "", ReasonTimeout)
 	}
 	return n, err

@@ -67,6 +67,10 @@ type Authenticator interface {
 // rejected request (reason is the X-Trackd-Reason code). Calls are made on the
 // request goroutine and must be fast and safe for concurrent use.
 type Observer interface {
+	// Served is called once per answer, d after the request was read.
+	// d < 0 means the answer is not to be timed: a slow client's 408,
+	// whose wait is the client's doing, must not count as a slow answer
+	// in the latency SLO.
 	Served(route, method string, status int, d time.Duration)
 	Rejected(route, workspace, reason string)
 }
