@@ -44,6 +44,7 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := cli.NewFlagSet("restarts", stderr)
 	upgrades := fs.Int("upgrades", 20, "binary upgrades (SIGUSR2)")
 	restarts := fs.Int("restarts", 20, "stop/start cycles through socket activation")
+	sockets := fs.String("sockets", "systemd", "systemd: hold the listening sockets and start trackd with them, as systemd does; own: trackd listens itself and nothing else holds its sockets (upgrades only: a stop/start then refuses connections)")
 	interval := fs.Duration("interval", 300*time.Millisecond, "load time between two restarts or upgrades")
 	steady := fs.Duration("steady", 3*time.Second, "load time before the first restart, for the steady-state figures")
 	var hl harnessLoad
@@ -61,6 +62,12 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	op := hl.check(&p)
 	if *upgrades < 0 || *restarts < 0 {
 		p.add("--upgrades and --restarts must not be negative")
+	}
+	switch {
+	case *sockets != "systemd" && *sockets != "own":
+		p.add("--sockets must be systemd or own")
+	case *sockets == "own" && *restarts > 0:
+		p.add("--sockets own needs --restarts 0: with nothing holding the socket, a stop/start refuses connections")
 	}
 	if *interval <= 0 || *steady <= 0 {
 		p.add("--interval and --steady must be positive")
@@ -82,7 +89,7 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer os.RemoveAll(dir)
-	sv, err := newSupervisor(hl.bin, dir, strings.Fields(*extra), *startTimeout, *logFile)
+	sv, err := newSupervisor(hl.bin, dir, strings.Fields(*extra), *startTimeout, *logFile, *sockets == "own")
 	if err != nil {
 		return err
 	}
@@ -91,8 +98,8 @@ func runRestarts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if !*asJSON {
-		fmt.Fprintf(stdout, "trackload restarts: %d upgrades and %d restarts of %s at %s under %d conns, op %s\n",
-			*upgrades, *restarts, hl.bin, sv.url(), hl.conns, hl.opName)
+		fmt.Fprintf(stdout, "trackload restarts: %d upgrades and %d restarts of %s at %s under %d conns, op %s, sockets %s\n",
+			*upgrades, *restarts, hl.bin, sv.url(), hl.conns, hl.opName, *sockets)
 	}
 
 	oracle := &memOracle{}
@@ -209,8 +216,11 @@ func printRestarts(w io.Writer, r *restartResult) {
 // supervisor runs trackd the way systemd does with trackd.socket and
 // trackd.service (Type=notify, NotifyAccess=all): it holds the listening
 // sockets and passes them to each process it starts, and learns from
-// sd_notify datagrams which process serves.
+// sd_notify datagrams which process serves. With own set, it runs trackd
+// as a plain command instead: trackd listens itself, and the pid file in
+// its data dir tells which process serves.
 type supervisor struct {
+	own          bool
 	bin, dataDir string
 	extra        []string
 	wait         time.Duration
@@ -226,12 +236,24 @@ type supervisor struct {
 	pid int // the process that serves (MAINPID)
 }
 
-func newSupervisor(bin, dir string, extra []string, wait time.Duration, logName string) (*supervisor, error) {
-	sv := &supervisor{bin: bin, dataDir: filepath.Join(dir, "data"), extra: extra, wait: wait,
+func newSupervisor(bin, dir string, extra []string, wait time.Duration, logName string, own bool) (*supervisor, error) {
+	sv := &supervisor{own: own, bin: bin, dataDir: filepath.Join(dir, "data"), extra: extra, wait: wait,
 		site: "trackload", key: randomHex(10), msgs: make(chan map[string]string, 64)}
 	var err error
 	if sv.nats, err = freePort(); err != nil {
 		return nil, err
+	}
+	sv.logName = cmp.Or(logName, filepath.Join(dir, "trackd.log"))
+	if sv.log, err = os.Create(sv.logName); err != nil {
+		sv.close()
+		return nil, err
+	}
+	if own {
+		if sv.apiAddr, err = freePort(); err != nil {
+			sv.close()
+			return nil, err
+		}
+		return sv, nil
 	}
 	for _, x := range []struct {
 		f    **os.File
@@ -254,11 +276,6 @@ func newSupervisor(bin, dir string, extra []string, wait time.Duration, logName 
 	}
 	sv.notify, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify.sock"), Net: "unixgram"})
 	if err != nil {
-		sv.close()
-		return nil, err
-	}
-	sv.logName = cmp.Or(logName, filepath.Join(dir, "trackd.log"))
-	if sv.log, err = os.Create(sv.logName); err != nil {
 		sv.close()
 		return nil, err
 	}
@@ -323,6 +340,9 @@ func (sv *supervisor) awaitReady(ctx context.Context, notPID int, upgrading bool
 // start starts a trackd on the sockets, as systemd would: through a shell
 // that sets LISTEN_PID to its own PID and then becomes trackd.
 func (sv *supervisor) start(ctx context.Context) error {
+	if sv.own {
+		return sv.startOwn(ctx)
+	}
 	args := append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, sv.bin, "serve",
 		"--data-dir", sv.dataDir, "--listen", sv.apiAddr, "--admin-listen", "127.0.0.1:0",
 		"--nats-listen", sv.nats, "--workspace", sv.site + ":" + sv.key}, sv.extra...)
@@ -351,10 +371,56 @@ func (sv *supervisor) upgrade(ctx context.Context) error {
 	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
 		return err
 	}
-	if err := sv.awaitReady(ctx, old, true); err != nil {
+	wait := sv.awaitReady
+	if sv.own {
+		wait = sv.awaitPIDFile
+	}
+	if err := wait(ctx, old, true); err != nil {
 		return err
 	}
 	return sv.reap(ctx, old)
+}
+
+// startOwn starts trackd as a plain command that listens itself.
+func (sv *supervisor) startOwn(ctx context.Context) error {
+	cmd := exec.Command(sv.bin, append([]string{"serve",
+		"--data-dir", sv.dataDir, "--listen", sv.apiAddr, "--admin-listen", "127.0.0.1:0",
+		"--nats-listen", sv.nats, "--workspace", sv.site + ":" + sv.key}, sv.extra...)...)
+	cmd.Env = withoutEnv(os.Environ(), "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET")
+	cmd.Stdout, cmd.Stderr = sv.log, sv.log
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start trackd: %w", err)
+	}
+	if err := sv.awaitPIDFile(ctx, 0, false); err != nil {
+		cmd.Process.Kill()
+		return fmt.Errorf("trackd did not start: %w; log: %s", err, sv.logTail())
+	}
+	if sv.pid != cmd.Process.Pid {
+		return fmt.Errorf("the pid file names %d, not the started %d", sv.pid, cmd.Process.Pid)
+	}
+	return nil
+}
+
+// awaitPIDFile waits until the data dir's pid file (written by a trackd
+// once it serves) names a live process other than notPID, and makes it the
+// serving one. It reads the file every 5 ms: nothing else tells a process
+// that does not own trackd's sockets when one serves.
+func (sv *supervisor) awaitPIDFile(ctx context.Context, notPID int, _ bool) error {
+	deadline := time.Now().Add(sv.wait)
+	for {
+		if b, err := os.ReadFile(filepath.Join(sv.dataDir, "trackd.pid")); err == nil {
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && pid != notPID && syscall.Kill(pid, 0) == nil {
+				sv.pid = pid
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no process wrote the pid file within %v", sv.wait)
+		}
+		if !pause(ctx, 5*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
 }
 
 // restart stops the serving process (SIGTERM), waits for its exit, and

@@ -101,7 +101,7 @@ Usage:
                                                trackd, alternating; prints each round's ratio
   trackload chaos --trackd-bin PATH --kills K [--min-interval D] [--max-interval D] [--conns N]
                                                SIGKILL and restart trackd under load, then verify
-  trackload restarts --trackd-bin PATH [--upgrades N] [--restarts N] [--conns N]
+  trackload restarts --trackd-bin PATH [--upgrades N] [--restarts N] [--sockets systemd|own] [--conns N]
                                                upgrade (SIGUSR2) and stop/start trackd (socket
                                                activation) under load: no request may fail, and
                                                every acknowledged event is in the stream once
