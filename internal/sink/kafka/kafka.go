@@ -33,6 +33,19 @@
 // not yet written fails), as the jetstream sink stops publishing: the
 // forwarder resends from the first failure, in order.
 //
+// The broker refuses a partition's whole batch when one of its records is
+// invalid (INVALID_RECORD): none of it is stored, and franz-go fails every
+// record buffered in that partition with the error. Send then produces no
+// more (the rest of the Send fails as not sent), waits for what it has
+// produced, and produces the records that failed so again, alone, one at
+// a time in spool order, each after the outcome of the one before (so
+// each person's order holds): only a record refused on its own is
+// quarantined, the innocent records batched with it are stored. Records
+// after a transient failure of the Send (or of this isolation) are not
+// produced again; they fail as not sent, for the forwarder's resend. (A
+// record produced alone can still share a batch with a concurrent Send's
+// records for the same partition; the forwarder does not overlap Sends.)
+//
 // Kafka has no dedup by message ID: the idempotent producer drops
 // duplicates of its own retries within one producer session, but a resend
 // after a trackd crash (or after a Send gave up waiting) is stored again.
@@ -53,11 +66,12 @@
 // than the topic's max.message.bytes (learned at New and given to franz-go
 // as its batch limit, so such a record is refused before it is sent, alone,
 // and the records batched around it are not affected), one the broker
-// rejects as invalid (INVALID_RECORD), one without an ID; and a transient
-// error for everything else: timeouts (Options.ProduceTimeout), broker
-// errors and outages, an unknown topic, and authorization failures, which
-// are configuration an operator fixes (ACLs) while the backlog waits in the
-// spool, rather than a reason to quarantine every record.
+// rejects as invalid (INVALID_RECORD) when produced alone (see above), one
+// without an ID; and a transient error for everything else: timeouts
+// (Options.ProduceTimeout), broker errors and outages, an unknown topic,
+// and authorization failures, which are configuration an operator fixes
+// (ACLs) while the backlog waits in the spool, rather than a reason to
+// quarantine every record.
 package kafka
 
 import (
@@ -604,6 +618,8 @@ func (s *Sink) classify(err error, kr *kgo.Record) (_ error, batchTooLarge bool)
 		}
 		return fmt.Errorf("kafka: produce: %w", err), true
 	case errors.Is(err, kerr.InvalidRecord):
+		// The broker refuses the whole batch: Send produces its records
+		// again, alone, to find the invalid ones (isolate).
 		return sink.Permanent(fmt.Errorf("kafka: produce: %w", err)), false
 	case errors.Is(err, kgo.ErrClientClosed):
 		return ErrClosed, false
@@ -632,7 +648,9 @@ var errPending = errors.New("kafka: pending")
 // Send implements sink.Sink: it produces every record of recs (in order,
 // pipelined by the client), then waits for each outcome, for ctx, or for
 // ProduceTimeout (plus a second, so that the client's own timeout verdict
-// usually comes first), whichever ends first. The client may still hold
+// usually comes first), whichever ends first. Records the broker refused
+// as invalid with their batch are then produced again one at a time
+// (isolate), within the same bound. The client may still hold
 // records of a Send that stopped waiting, and deliver them later: the
 // forwarder resends them, and consumers dedup by ce_id. Send does not
 // modify recs and keeps their bodies (not the slice) until the client is
@@ -662,6 +680,12 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) []error {
 	defer cancel()
 
 	krs := make([]*kgo.Record, len(recs))
+	// invalid is set at the first record refused as invalid with its
+	// partition's batch: Send produces no more, so that none of the
+	// partition's later records is stored before isolate produces the
+	// batch's records again. (Records already buffered were failed with
+	// the batch, or are in other partitions.)
+	var invalid atomic.Bool
 	// Promises run on the client's goroutine and must not block: the
 	// channel has room for every outcome, and errs is Send's alone.
 	outcomes := make(chan outcome, len(recs))
@@ -672,7 +696,7 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) []error {
 		case ctx.Err() != nil:
 			errs[i] = fmt.Errorf("kafka: %w", ctx.Err())
 			continue
-		case pctx.Err() != nil:
+		case pctx.Err() != nil, invalid.Load():
 			errs[i] = errNotSent
 			continue
 		case r.ID == "":
@@ -685,7 +709,10 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) []error {
 		produced++
 		s.cl.Produce(pctx, kr, func(kr *kgo.Record, err error) {
 			if err != nil {
-				if perr, _ := s.classify(err, kr); !sink.IsPermanent(perr) {
+				switch perr, _ := s.classify(err, kr); {
+				case errors.Is(err, kerr.InvalidRecord):
+					invalid.Store(true)
+				case !sink.IsPermanent(perr):
 					cancel() // the rest of the batch is not sent
 				}
 			}
@@ -693,7 +720,7 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) []error {
 		})
 	}
 
-	tooLarge := 0
+	tooLarge, refused := 0, 0
 wait:
 	for ; produced > 0; produced-- {
 		select {
@@ -709,29 +736,25 @@ wait:
 				if big {
 					tooLarge++
 				}
+				if errors.Is(o.err, kerr.InvalidRecord) {
+					refused++
+				}
 			}
 			continue
 		case <-wctx.Done():
 		case <-s.closed:
 		}
 		// Stopped waiting: the rest failed (transiently).
-		var err error
-		select {
-		case <-s.closed:
-			err = ErrClosed
-		default:
-			if ctx.Err() != nil {
-				err = fmt.Errorf("kafka: waiting for acks: %w", ctx.Err())
-			} else {
-				err = fmt.Errorf("kafka: no acks within the produce timeout %s", s.produceTimeout)
-			}
-		}
+		err := s.waitErr(ctx)
 		for i := range errs {
 			if errs[i] == errPending {
 				errs[i] = err
 			}
 		}
 		break wait
+	}
+	if refused > 0 {
+		tooLarge += s.isolate(ctx, wctx, recs, errs, refused)
 	}
 	if tooLarge > 0 {
 		s.log.Warn("kafka: the broker refused records as too large although each fits the topic's max.message.bytes read at start; "+
@@ -749,6 +772,95 @@ wait:
 		}
 	}
 	return errs
+}
+
+// waitErr is the error of the records whose outcome Send stopped waiting
+// for, because ctx ended, the produce timeout passed, or the sink closed.
+func (s *Sink) waitErr(ctx context.Context) error {
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("kafka: waiting for acks: %w", ctx.Err())
+	}
+	return fmt.Errorf("kafka: no acks within the produce timeout %s", s.produceTimeout)
+}
+
+// isolate finds the invalid records among the n records of a Send that
+// failed with INVALID_RECORD, most of them merely batched with an invalid
+// one (see the package comment): it produces each again, alone, in the
+// order of recs, and waits for its outcome before the next. A record
+// refused alone as invalid is permanent; one stored is delivered; any
+// other failure is classified as usual. From the Send's first transient
+// failure on (isolate's own included), the records are not produced again
+// and fail as not sent. wctx bounds isolate as it bounds Send. It updates
+// errs, and returns how many records the broker refused as too large
+// although each fits the topic's limit (see classify).
+func (s *Sink) isolate(ctx, wctx context.Context, recs []spool.Record, errs []error, n int) (tooLarge int) {
+	// ictx is the records' context, as pctx is in Send: cancelled when
+	// isolate returns, so that a record it stopped waiting for is dropped
+	// if the client has not written it yet.
+	ictx, cancel := context.WithCancel(wctx)
+	defer cancel()
+	// The promise must not block, also for a record isolate stopped
+	// waiting for: room for one outcome, and nothing produced after it.
+	done := make(chan error, 1)
+	stopped := false
+	produced, refused := 0, 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			continue
+		case !errors.Is(err, kerr.InvalidRecord):
+			// Permanent (no ID): settled. Transient: the forwarder resends
+			// from here, so nothing after it is produced again.
+			stopped = stopped || !sink.IsPermanent(err)
+			continue
+		case stopped:
+			errs[i] = errNotSent
+			continue
+		}
+		// A new record: the failed one keeps Send's context, cancelled.
+		kr := record(s.topic, &recs[i])
+		var out error
+		waited := false
+		select {
+		case <-wctx.Done():
+		case <-s.closed:
+		default:
+			produced++
+			s.cl.Produce(ictx, kr, func(_ *kgo.Record, err error) { done <- err })
+			select {
+			case out = <-done:
+				waited = true
+			case <-wctx.Done():
+			case <-s.closed:
+			}
+		}
+		switch {
+		case !waited, errors.Is(out, context.Canceled), errors.Is(out, context.DeadlineExceeded):
+			// Stopped waiting, or the record failed because ctx or the
+			// Send's bound ended.
+			errs[i] = s.waitErr(ctx)
+		case out == nil:
+			errs[i] = nil
+		case errors.Is(out, kerr.InvalidRecord):
+			refused++
+			errs[i] = sink.Permanent(fmt.Errorf("kafka: the broker refuses the record as invalid, produced alone: %w", out))
+		default:
+			var big bool
+			errs[i], big = s.classify(out, kr)
+			if big {
+				tooLarge++
+			}
+		}
+		stopped = errs[i] != nil && !sink.IsPermanent(errs[i])
+	}
+	s.log.Warn("kafka: the broker refused a batch as invalid; produced its records again one at a time",
+		"topic", s.topic, "failed_with_batch", n, "produced_alone", produced, "invalid", refused)
+	return tooLarge
 }
 
 // retryBackoff is the delay before retry n (1-based): 100ms doubling up to

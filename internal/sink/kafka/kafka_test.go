@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -354,6 +355,196 @@ func TestSendNoID(t *testing.T) {
 		t.Fatalf("Send = %v", errs)
 	}
 	checkTopic(t, brokers, DefaultTopic, 1, []spool.Record{recs[0], recs[2]})
+}
+
+// TestSendInvalidRecord makes the broker refuse, with INVALID_RECORD, the
+// batch of the partition holding one poison record, as Kafka does (the
+// whole batch, atomically): only the poison is quarantined; the records
+// batched with it are produced again, alone, and stored in their order.
+func TestSendInvalidRecord(t *testing.T) {
+	c, s, recs, p := invalidRecordSetup(t)
+	brokers := c.ListenAddrs()
+	f := c.Fault(invalidRecordFault(t, p, recs[poison].ID))
+	defer f.Remove()
+	errs := s.Send(testCtx(t), recs)
+	for i, err := range errs {
+		switch {
+		case i == poison:
+			if !sink.IsPermanent(err) || !errors.Is(err, kerr.InvalidRecord) {
+				t.Errorf("poison record: %v, want permanent INVALID_RECORD", err)
+			}
+		case err != nil:
+			t.Errorf("record %d: %v", i, err)
+		}
+	}
+	t.Log(errs[poison])
+	// The batch with the poison, then the poison alone.
+	if h := f.Hits(); h < 2 {
+		t.Errorf("the broker refused %d batches, want at least 2", h)
+	}
+	want := append(testRecords(100, 20), recs[:poison]...)
+	want = append(want, recs[poison+1:]...)
+	checkTopic(t, brokers, DefaultTopic, invalidPartitions, want)
+	if got := s.Stats(); got != (Stats{Stored: 20 + 9, Permanent: 1}) {
+		t.Errorf("Stats = %+v", got)
+	}
+}
+
+// TestSendInvalidRecordTransient makes the first record produced again
+// alone fail transiently (an authorization failure, which franz-go does not
+// retry): the isolation stops there, the records after it are not sent,
+// and the resend stores them in order.
+func TestSendInvalidRecordTransient(t *testing.T) {
+	c, s, recs, p := invalidRecordSetup(t)
+	brokers := c.ListenAddrs()
+	var same []int // the records batched with the poison
+	for i := range recs {
+		if i != poison && partitionOf(&recs[i]) == p {
+			same = append(same, i)
+		}
+	}
+	first := same[0]
+	invalid := c.Fault(invalidRecordFault(t, p, recs[poison].ID))
+	defer invalid.Remove()
+	// Only when the poison is not in the batch: faults answer in the order
+	// added.
+	denied := c.Fault(kfake.Fault{
+		Keys: []kmsg.Key{kmsg.Produce}, Partitions: []int32{p}, Err: kerr.TopicAuthorizationFailed, Count: -1,
+		When: produceHas(t, p, recs[first].ID),
+	})
+	errs := s.Send(testCtx(t), recs)
+	for i, err := range errs {
+		switch {
+		case i == first:
+			if err == nil || sink.IsPermanent(err) || !errors.Is(err, kerr.TopicAuthorizationFailed) {
+				t.Errorf("first record produced alone: %v, want a transient TOPIC_AUTHORIZATION_FAILED", err)
+			}
+		case i > first && (i == poison || partitionOf(&recs[i]) == p):
+			if !errors.Is(err, errNotSent) {
+				t.Errorf("record %d after it: %v, want not sent", i, err)
+			}
+		case err != nil:
+			t.Errorf("record %d: %v", i, err)
+		}
+	}
+	if denied.Hits() != 1 {
+		t.Errorf("the first record was produced alone %d times, want 1", denied.Hits())
+	}
+	denied.Remove()
+	errs = s.Send(testCtx(t), recs[first:])
+	for i, err := range errs {
+		if i+first == poison {
+			if !sink.IsPermanent(err) || !errors.Is(err, kerr.InvalidRecord) {
+				t.Errorf("poison record: %v, want permanent INVALID_RECORD", err)
+			}
+		} else if err != nil {
+			t.Errorf("resend: record %d: %v", i+first, err)
+		}
+	}
+	want := append(testRecords(100, 20), recs[:poison]...)
+	want = append(want, recs[poison+1:]...)
+	checkFirstCopies(t, readTopic(t, brokers, DefaultTopic), want)
+}
+
+const (
+	invalidPartitions = 3
+	poison            = 4 // the poison's index in invalidRecordSetup's records
+)
+
+// partitionOf returns r's partition of invalidPartitions, as the sink's
+// partitioner picks it.
+func partitionOf(r *spool.Record) int32 {
+	k := &kgo.Record{Key: []byte(envelope.PartitionKey(r))}
+	return int32(kgo.StickyKeyPartitioner(nil).ForTopic(DefaultTopic).Partition(k, invalidPartitions))
+}
+
+// invalidRecordSetup returns a cluster, a sink that has already stored
+// testRecords(100, 20), 10 records to send whose record poison is the
+// poison, and the poison's partition, which holds other records of the 10
+// before and after it.
+func invalidRecordSetup(t *testing.T) (*kfake.Cluster, *Sink, []spool.Record, int32) {
+	t.Helper()
+	c := newCluster(t, kfake.SeedTopics(invalidPartitions, DefaultTopic))
+	s := newSink(t, c.ListenAddrs(), Options{})
+	sendAll(t, s, testRecords(100, 20)) // the client is past its start
+	// Each produce answer comes 20ms late: Send has produced all its
+	// records when the poison's batch is refused (after that it produces
+	// no more, and the rest fails as not sent).
+	c.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.SleepControl(func() { time.Sleep(20 * time.Millisecond) })
+		return nil, nil, false
+	})
+	recs := testRecords(0, 10)
+	recs[poison].ID = "01JD000000000000000INVALID"
+	p := partitionOf(&recs[poison])
+	var before, after int
+	for i := range recs {
+		switch {
+		case partitionOf(&recs[i]) != p:
+		case i < poison:
+			before++
+		case i > poison:
+			after++
+		}
+	}
+	if before == 0 || after == 0 {
+		t.Fatalf("partition %d holds %d records before the poison and %d after: want some of each", p, before, after)
+	}
+	return c, s, recs, p
+}
+
+// invalidRecordFault refuses with INVALID_RECORD partition p's batch when it
+// holds the record id.
+func invalidRecordFault(t *testing.T, p int32, id string) kfake.Fault {
+	return kfake.Fault{
+		Keys: []kmsg.Key{kmsg.Produce}, Partitions: []int32{p}, Err: kerr.InvalidRecord, Count: -1,
+		When: produceHas(t, p, id),
+	}
+}
+
+// produceHas returns a fault's When matching a produce request whose batch
+// for partition p holds the record id.
+func produceHas(t *testing.T, p int32, id string) func(kmsg.Request) bool {
+	return func(req kmsg.Request) bool {
+		for _, rt := range req.(*kmsg.ProduceRequest).Topics {
+			for _, rp := range rt.Partitions {
+				if rp.Partition == p && batchHasID(t, rp.Records, id) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+}
+
+// batchHasID reports whether the produced record batch holds a record
+// with the header ce_id: id.
+func batchHasID(t *testing.T, raw []byte, id string) bool {
+	var b kmsg.RecordBatch
+	if err := b.ReadFrom(raw); err != nil {
+		t.Errorf("record batch: %v", err)
+		return false
+	}
+	data, err := kgo.DefaultDecompressor().Decompress(b.Records, kgo.CompressionCodecType(b.Attributes&0x07))
+	if err != nil {
+		t.Errorf("record batch: %v", err)
+		return false
+	}
+	for range b.NumRecords {
+		var r kmsg.Record
+		if err := r.ReadFrom(data); err != nil {
+			t.Errorf("record: %v", err)
+			return false
+		}
+		for _, h := range r.Headers {
+			if h.Key == "ce_id" && string(h.Value) == id {
+				return true
+			}
+		}
+		l, n := binary.Varint(data)
+		data = data[n+int(l):]
+	}
+	return false
 }
 
 // checkTransient checks that every record failed, transiently.
