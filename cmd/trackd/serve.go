@@ -649,6 +649,10 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			}
 			o := jsOpts
 			o.URL = nats.url
+			// The embedded server's dedup state is this process's memory:
+			// an older stream's longer window is shortened, unless the
+			// window was configured.
+			o.ShrinkDuplicateWindow = nats.emb != nil && cfg.NATSDedup == 0
 			return jetstream.New(ctx, o)
 		}})
 	}

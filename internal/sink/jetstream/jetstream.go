@@ -166,6 +166,13 @@ type Options struct {
 	// (use EmbeddedDuplicateWindow for the embedded server). See the
 	// package comment.
 	DuplicateWindow time.Duration
+	// ShrinkDuplicateWindow, for a server whose memory is trackd's (the
+	// embedded one), makes New shorten an existing stream's duplicate
+	// window to DuplicateWindow when it is longer: the server keeps every
+	// message ID of the window in memory, so a stream created with a long
+	// window (by an older trackd, say) would make the process's memory
+	// grow with the publish rate.
+	ShrinkDuplicateWindow bool
 	// MaxAge is how long the stream keeps messages; default DefaultMaxAge
 	// (7 days). Consumers must read within it.
 	MaxAge time.Duration
@@ -536,7 +543,23 @@ func ensureStream(ctx context.Context, js natsjs.JetStream, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: look up stream %s: %w", o.Stream, err)
 	}
-	return verifyStream(st.CachedInfo().Config, o)
+	cfg := st.CachedInfo().Config
+	if err := verifyStream(cfg, o); err != nil {
+		return err
+	}
+	if o.ShrinkDuplicateWindow && cfg.Duplicates > o.DuplicateWindow {
+		was := cfg.Duplicates
+		cfg.Duplicates = o.DuplicateWindow
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			// Memory grows with the window, but nothing is lost.
+			o.Logger.Warn("jetstream: cannot shorten the stream's duplicate window", "stream", o.Stream,
+				"duplicate_window", was, "wanted", o.DuplicateWindow, "err", err)
+			return nil
+		}
+		o.Logger.Info("jetstream: shortened the stream's duplicate window (its message IDs are kept in memory)",
+			"stream", o.Stream, "was", was, "now", o.DuplicateWindow)
+	}
+	return nil
 }
 
 // verifyStream reports, all at once, how an existing stream's

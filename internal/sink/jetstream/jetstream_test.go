@@ -349,6 +349,38 @@ func TestNewExistingStream(t *testing.T) {
 	}
 }
 
+// TestShrinkDuplicateWindow: with ShrinkDuplicateWindow (the embedded
+// server), an existing stream's longer duplicate window is shortened to the
+// configured one; without it, or when it is shorter, it is left alone.
+func TestShrinkDuplicateWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		existing time.Duration
+		shrink   bool
+		want     time.Duration
+	}{
+		{"longer, shrink", 2 * time.Minute, true, time.Second},
+		{"longer, external", 2 * time.Minute, false, 2 * time.Minute},
+		{"shorter", 500 * time.Millisecond, true, 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEmbedded(t, "", "")
+			js := rawJS(t, e.ClientURL())
+			if _, err := js.CreateStream(testCtx(t), natsjs.StreamConfig{Name: DefaultStream, Subjects: []string{"trackd.>"}, Duplicates: tc.existing}); err != nil {
+				t.Fatal(err)
+			}
+			newSink(t, e.ClientURL(), Options{DuplicateWindow: time.Second, ShrinkDuplicateWindow: tc.shrink})
+			st, err := js.Stream(testCtx(t), DefaultStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.CachedInfo().Config.Duplicates; got != tc.want {
+				t.Fatalf("duplicate window %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestVerifyStream(t *testing.T) {
 	ok := natsjs.StreamConfig{Subjects: []string{"trackd.>"}, Duplicates: time.Minute, Replicas: 1}
 	for _, tc := range []struct {
