@@ -40,8 +40,10 @@
 // produced, and produces the records that failed so again, alone, one at
 // a time in spool order, each after the outcome of the one before (so
 // each person's order holds): only a record refused on its own is
-// quarantined, the innocent records batched with it are stored. Records
-// after a transient failure of the Send (or of this isolation) are not
+// quarantined, the innocent records batched with it are stored, unless a
+// later record of their partition was stored meanwhile (franz-go reports
+// the failure after Send may have produced more): those stay refused, as
+// storing them now would break the order. Records after a transient failure of the Send (or of this isolation) are not
 // produced again; they fail as not sent, for the forwarder's resend. (A
 // record produced alone can still share a batch with a concurrent Send's
 // records for the same partition; the forwarder does not overlap Sends.)
@@ -681,10 +683,11 @@ func (s *Sink) Send(ctx context.Context, recs []spool.Record) []error {
 
 	krs := make([]*kgo.Record, len(recs))
 	// invalid is set at the first record refused as invalid with its
-	// partition's batch: Send produces no more, so that none of the
-	// partition's later records is stored before isolate produces the
-	// batch's records again. (Records already buffered were failed with
-	// the batch, or are in other partitions.)
+	// partition's batch: Send produces no more. Records it produced before
+	// it learned of the failure may be stored after the refused batch
+	// (franz-go fails the partition's buffer at once but runs the
+	// promises later); isolate leaves the refused records before such a
+	// record refused, so that order holds.
 	var invalid atomic.Bool
 	// Promises run on the client's goroutine and must not block: the
 	// channel has room for every outcome, and errs is Send's alone.
@@ -754,7 +757,7 @@ wait:
 		break wait
 	}
 	if refused > 0 {
-		tooLarge += s.isolate(ctx, wctx, recs, errs, refused)
+		tooLarge += s.isolate(ctx, wctx, recs, krs, errs, refused)
 	}
 	if tooLarge > 0 {
 		s.log.Warn("kafka: the broker refused records as too large although each fits the topic's max.message.bytes read at start; "+
@@ -793,12 +796,24 @@ func (s *Sink) waitErr(ctx context.Context) error {
 // one (see the package comment): it produces each again, alone, in the
 // order of recs, and waits for its outcome before the next. A record
 // refused alone as invalid is permanent; one stored is delivered; any
-// other failure is classified as usual. From the Send's first transient
+// other failure is classified as usual. A record is not produced again,
+// but stays refused (quarantined, as its batch was), when a later record
+// of its partition in this Send is stored already: franz-go fails a
+// partition's buffered records at once but reports them later, so Send
+// may have produced more records of the partition meanwhile, in a new
+// batch, and storing the earlier record now would put it after them. From the Send's first transient
 // failure on (isolate's own included), the records are not produced again
 // and fail as not sent. wctx bounds isolate as it bounds Send. It updates
 // errs, and returns how many records the broker refused as too large
 // although each fits the topic's limit (see classify).
-func (s *Sink) isolate(ctx, wctx context.Context, recs []spool.Record, errs []error, n int) (tooLarge int) {
+func (s *Sink) isolate(ctx, wctx context.Context, recs []spool.Record, krs []*kgo.Record, errs []error, n int) (tooLarge int) {
+	// The last record of each partition that is stored.
+	lastStored := map[int32]int{}
+	for i, err := range errs {
+		if err == nil && krs[i] != nil {
+			lastStored[krs[i].Partition] = i
+		}
+	}
 	// ictx is the records' context, as pctx is in Send: cancelled when
 	// isolate returns, so that a record it stopped waiting for is dropped
 	// if the client has not written it yet.
@@ -808,7 +823,7 @@ func (s *Sink) isolate(ctx, wctx context.Context, recs []spool.Record, errs []er
 	// waiting for: room for one outcome, and nothing produced after it.
 	done := make(chan error, 1)
 	stopped := false
-	produced, refused := 0, 0
+	produced, refused, kept := 0, 0, 0
 	for i, err := range errs {
 		switch {
 		case err == nil:
@@ -820,6 +835,10 @@ func (s *Sink) isolate(ctx, wctx context.Context, recs []spool.Record, errs []er
 			continue
 		case stopped:
 			errs[i] = errNotSent
+			continue
+		}
+		if last, ok := lastStored[krs[i].Partition]; ok && last > i {
+			kept++ // stays refused, with its batch: see above
 			continue
 		}
 		// A new record: the failed one keeps Send's context, cancelled.
@@ -859,7 +878,8 @@ func (s *Sink) isolate(ctx, wctx context.Context, recs []spool.Record, errs []er
 		stopped = errs[i] != nil && !sink.IsPermanent(errs[i])
 	}
 	s.log.Warn("kafka: the broker refused a batch as invalid; produced its records again one at a time",
-		"topic", s.topic, "failed_with_batch", n, "produced_alone", produced, "invalid", refused)
+		"topic", s.topic, "failed_with_batch", n, "produced_alone", produced, "invalid", refused,
+		"kept_refused_for_order", kept)
 	return tooLarge
 }
 
