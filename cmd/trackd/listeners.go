@@ -10,8 +10,11 @@ import (
 	"syscall"
 )
 
-// Listening sockets can come from three places, tried in this order:
+// Listening sockets can come from four places, tried in this order:
 //
+//   - this same process before it ran its binary again, after an upgrade
+//     whose new process failed (resumeAfterFailedUpgrade): the descriptors
+//     named in resumeFDsEnv;
 //   - the trackd being upgraded (SIGUSR2), which starts this process with
 //     its sockets as fds 3.. and their names in upgradeFDsEnv;
 //   - systemd socket activation: LISTEN_PID (this process), LISTEN_FDS (the
@@ -24,6 +27,7 @@ import (
 const (
 	upgradeFDsEnv  = "_TRACKD_UPGRADE_FDS"  // names of the handed-over listeners, colon-separated, from fd 3
 	upgradeConnEnv = "_TRACKD_UPGRADE_CONN" // fd of the socket to the old process
+	resumeFDsEnv   = "_TRACKD_RESUME_FDS"   // name=fd pairs, colon-separated: a process resuming after a failed upgrade
 )
 
 // Listener names, as in the .socket unit's FileDescriptorName=.
@@ -37,7 +41,7 @@ var defaultListenerOrder = []string{listenerAPI, listenerAdmin, listenerPublic}
 
 // inheritedListeners are the sockets this process was given, by name.
 type inheritedListeners struct {
-	source string // "upgrade", "systemd", or "" (none)
+	source string // "upgrade", "resume", "systemd", or "" (none)
 	files  map[string]*os.File
 }
 
@@ -48,6 +52,23 @@ func inheritListeners(getenv func(string) string) (*inheritedListeners, error) {
 	var names []string
 	var n int
 	switch {
+	case getenv(resumeFDsEnv) != "":
+		// The old process of a failed upgrade, run again in place: its
+		// sockets at the descriptors it names.
+		inh.source = "resume"
+		for _, pair := range strings.Split(getenv(resumeFDsEnv), ":") {
+			name, v, _ := strings.Cut(pair, "=")
+			fd, err := strconv.Atoi(v)
+			if err != nil || fd < 3 || name == "" {
+				return nil, fmt.Errorf("%s=%q", resumeFDsEnv, getenv(resumeFDsEnv))
+			}
+			if _, dup := inh.files[name]; dup {
+				return nil, fmt.Errorf("resume: two sockets named %q", name)
+			}
+			syscall.CloseOnExec(fd)
+			inh.files[name] = os.NewFile(uintptr(fd), name)
+		}
+		return inh, nil
 	case getenv(upgradeFDsEnv) != "":
 		inh.source = "upgrade"
 		names = strings.Split(getenv(upgradeFDsEnv), ":")

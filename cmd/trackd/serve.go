@@ -443,8 +443,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	nats.stop()
 	if child != nil {
-		err := child.waitServing(cfg.ShutdownTimeout)
-		if err != nil {
+		err := child.waitServing(ctx, cfg.ShutdownTimeout)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			// SIGTERM during the handover: stop, the new process too.
+			log.Info("upgrade: stopping (SIGTERM) during the handover; the new process is told to stop too", "pid", child.cmd.Process.Pid)
+			child.cmd.Process.Signal(syscall.SIGTERM)
+			child.close()
+			return runErr
+		default:
 			log.Error("upgrade: "+err.Error(), "pid", child.cmd.Process.Pid)
 			// Without systemd nothing would restart the service: this
 			// binary takes the sockets back. Under systemd, MAINPID is the

@@ -148,15 +148,20 @@ func (c *upgradeChild) abort() {
 	c.conn.Close()
 }
 
-// waitServing waits up to wait for the new process to say it serves.
-func (c *upgradeChild) waitServing(wait time.Duration) error {
+// waitServing waits up to wait, or until ctx ends, for the new process to
+// say it serves.
+func (c *upgradeChild) waitServing(ctx context.Context, wait time.Duration) error {
 	c.conn.SetReadDeadline(time.Now().Add(wait))
+	stop := context.AfterFunc(ctx, func() { c.conn.SetReadDeadline(time.Now()) })
+	defer stop()
 	line, err := c.r.ReadString('\n')
 	switch {
 	case err == nil && line == upgradeServing:
 		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("the new process %d had not said it serves when this one was stopped", c.cmd.Process.Pid)
 	case errors.Is(err, io.EOF):
-		return fmt.Errorf("the new process %d exited before it served: nothing serves now", c.cmd.Process.Pid)
+		return fmt.Errorf("the new process %d exited before it served", c.cmd.Process.Pid)
 	case err != nil:
 		return fmt.Errorf("the new process %d did not say it serves: %w", c.cmd.Process.Pid, err)
 	}
@@ -185,28 +190,28 @@ func (c *upgradeChild) close() {
 // killed here): it runs its own binary again, in place (same PID), on the
 // same listening sockets, which connections kept queueing in meanwhile.
 // The binary is /proc/self/exe, the one this process runs even though
-// the upgrade replaced the file on disk. It returns only on failure.
+// the upgrade replaced the file on disk. The sockets are passed as they
+// are, their descriptor numbers in resumeFDsEnv: no descriptor is moved,
+// so none of the runtime's is overwritten while it runs, and a failed exec
+// leaves this process intact. It returns only on failure.
 func (c *upgradeChild) resumeAfterFailedUpgrade() error {
 	c.cmd.Process.Kill() // if it is still there, it hung
+	// EOF once it has exited, and with it released its lock on the data
+	// dir; a process that does not die is left alone.
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	io.Copy(io.Discard, c.r) // EOF once it has exited, with its lock on the data dir
-	// The sockets go to fds 3.. without close-on-exec, as in an upgrade.
-	// First out of the way (fds from 100), so that moving one cannot
-	// close another.
-	high := make([]int, len(c.files))
+	if _, err := io.Copy(io.Discard, c.r); err != nil {
+		return fmt.Errorf("resume: the new process %d did not exit: %w", c.cmd.Process.Pid, err)
+	}
+	pairs := make([]string, len(c.files))
 	for i, f := range c.files {
-		fd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_DUPFD_CLOEXEC, 100)
+		// A copy without close-on-exec (F_DUPFD clears it), for the exec.
+		fd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_DUPFD, 3)
 		if errno != 0 {
 			return fmt.Errorf("resume: dup %s socket: %w", c.names[i], errno)
 		}
-		high[i] = int(fd)
+		pairs[i] = c.names[i] + "=" + strconv.Itoa(int(fd))
 	}
-	for i, fd := range high {
-		if err := syscall.Dup3(fd, 3+i, 0); err != nil {
-			return fmt.Errorf("resume: %s socket to fd %d: %w", c.names[i], 3+i, err)
-		}
-	}
-	env := append(childEnv(os.Environ()), upgradeFDsEnv+"="+strings.Join(c.names, ":"))
+	env := append(childEnv(os.Environ()), resumeFDsEnv+"="+strings.Join(pairs, ":"))
 	return fmt.Errorf("resume: %w", syscall.Exec("/proc/self/exe", os.Args, env))
 }
 
@@ -236,7 +241,7 @@ func childEnv(env []string) []string {
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", upgradeFDsEnv, upgradeConnEnv:
+		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", upgradeFDsEnv, upgradeConnEnv, resumeFDsEnv:
 			continue
 		}
 		out = append(out, kv)

@@ -177,8 +177,15 @@ exit 4
 	f.waitLog("the new process is ready; handing over")
 	f.waitLog("running this binary again on the same sockets")
 	f.send("01J0000000000000000000000B") // waits in the socket until the old binary serves again
-	f.waitLog(`"msg":"serving"`)
+	if line := f.waitLog(`"msg":"serving"`); !strings.Contains(line, `"sockets":"resume"`) {
+		t.Fatalf("the resumed process does not serve on the sockets it kept: %s", line)
+	}
 	f.checkPIDFile(f.cmd.Process.Pid) // the same process, its binary run again
+	for _, l := range f.seen {
+		if strings.Contains(l, "fatal error") || strings.Contains(l, "panic") {
+			t.Fatalf("the resume crashed the runtime:\n%s", strings.Join(f.seen, "\n"))
+		}
+	}
 
 	// It is a whole trackd again: it stops cleanly.
 	f.cmd.Process.Signal(syscall.SIGTERM)
@@ -186,4 +193,41 @@ exit 4
 		t.Fatalf("resumed process: %v\n%s", err, strings.Join(f.seen, "\n"))
 	}
 	f.waitLog(`"msg":"stopped"`)
+}
+
+// TestUpgradeStoppedDuringHandover: a SIGTERM to the old process after it
+// released the data dir and before the new one serves stops both; the old
+// one does not take the sockets back.
+func TestUpgradeStoppedDuringHandover(t *testing.T) {
+	f := startUpgradable(t)
+	// Says ready, takes the data dir, then takes its time.
+	f.install([]byte(`#!/bin/sh
+fd=$` + upgradeConnEnv + `
+eval "printf 'ready\n' >&$fd"
+eval "read released <&$fd"
+exec sleep 60
+`))
+	f.cmd.Process.Signal(syscall.SIGUSR2)
+	line := f.waitLog("the new process is ready; handing over")
+	m := regexp.MustCompile(`"pid":(\d+)`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no pid in %q", line)
+	}
+	f.newPID, _ = strconv.Atoi(m[1])
+	f.waitLog(`"msg":"spool closed"`) // released
+	f.cmd.Process.Signal(syscall.SIGTERM)
+	f.waitLog("stopping (SIGTERM) during the handover")
+	if err := f.cmd.Wait(); err != nil {
+		t.Fatalf("old process: %v\n%s", err, strings.Join(f.seen, "\n"))
+	}
+	var ws syscall.WaitStatus // adopted: this test is the subreaper
+	if _, err := syscall.Wait4(f.newPID, &ws, 0, nil); err != nil || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("new process: %v, %v; want ended by SIGTERM", err, ws)
+	}
+	f.newPID = 0
+	for _, l := range f.seen {
+		if strings.Contains(l, "running this binary again") {
+			t.Fatalf("the old process took the sockets back after a SIGTERM:\n%s", strings.Join(f.seen, "\n"))
+		}
+	}
 }
