@@ -38,6 +38,7 @@ type serveConfig struct {
 	SpoolRetention  time.Duration
 	RateLimit       float64
 	RateBurst       int
+	MaxConns        int
 	ShutdownTimeout time.Duration
 	DrainGrace      time.Duration
 	LogFormat       string
@@ -195,6 +196,7 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.DurationVar(&cfg.SpoolRetention, "spool-retention", 15*time.Minute, "how long records stay in the spool after every destination acknowledged them")
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second allowed per workspace (0: no limit)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, "rate limit burst (0: one second's worth)")
+	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "most Track API connections kept open; past it an idle one is closed for a new one, or the new one gets 503 (0: from the open-file limit, at most 8192)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "how long a graceful stop may take")
 	fs.StringVar(&cfg.LogFormat, "log-format", "json", "log lines on stderr as json (log/slog JSON) or text (key=value)")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", time.Second, "on a stop or upgrade, how long keep-alive connections get to close after their last answer before idle ones are closed")
@@ -375,6 +377,9 @@ func (c *serveConfig) validate() []string {
 	}
 	if c.SpoolRetention < 0 {
 		p = append(p, "--spool-retention: must not be negative")
+	}
+	if c.MaxConns < 0 {
+		p = append(p, fmt.Sprintf("--max-conns %d: must not be negative", c.MaxConns))
 	}
 	if c.RateLimit < 0 || c.RateBurst < 0 {
 		p = append(p, "--rate-limit, --rate-burst: must not be negative")

@@ -167,6 +167,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Region:     cfg.Region,
 		RateLimit:  cfg.RateLimit,
 		RateBurst:  cfg.RateBurst,
+		MaxConns:   cmp.Or(cfg.MaxConns, autoMaxConns()),
 		Durability: cfg.Durability,
 		Classify:   classifyStoreError,
 		Logger:     log,
@@ -859,4 +860,18 @@ func applyMemoryLimit(limit int64, getenv func(string) string, log *slog.Logger)
 		return
 	}
 	debug.SetMemoryLimit(limit)
+}
+
+// autoMaxConns is --max-conns' default: three quarters of the open-file
+// limit above a reserve of 512 (the spool, its cursors and quarantine, the
+// embedded NATS server and its clients, the admin listener), between 64 and
+// 8192 (~20 KiB of memory each). Connections past the limit would exhaust
+// the descriptors the spool needs to roll a segment.
+func autoMaxConns() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 1024
+	}
+	n := (int64(min(rl.Cur, 1<<30)) - 512) * 3 / 4
+	return int(min(max(n, 64), 8192))
 }

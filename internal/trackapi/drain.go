@@ -2,6 +2,7 @@ package trackapi
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -121,7 +122,13 @@ func (d *Drainer) Drain(ctx context.Context, s *http.Server, grace time.Duration
 		t.Stop()
 	}
 	d.closeSilent()
-	return s.Shutdown(ctx)
+	// Shutdown closes the listeners again and reports that a listener
+	// Begin closed is closed (when Serve has not returned yet): not a
+	// failure to drain.
+	if err := s.Shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 // closeSilent closes the connections that have not sent a byte in the

@@ -31,6 +31,7 @@ const (
 	ReasonInternalError       = "internal_error"
 	ReasonNotFound            = "not_found"
 	ReasonMethodNotAllowed    = "method_not_allowed"
+	ReasonTooManyConnections  = "too_many_connections"
 )
 
 // apiError is a rejection: status, reason code, the field concerned (if

@@ -188,6 +188,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Observer counts requests and rejections; default no-op.
 	Observer Observer
+	// MaxConns bounds the connections the listener from Listener keeps
+	// open (each costs memory and a file descriptor, which the spool also
+	// needs); 0 means no bound. See Listener.
+	MaxConns int
 	// OnPanic is called after a panic while handling a request was
 	// recovered (and answered 500). Default: log it at error level.
 	OnPanic func(PanicInfo)
@@ -216,6 +220,7 @@ type Server struct {
 	obs         Observer
 	onPanic     func(PanicInfo)
 	beforeStore func(*http.Request, []spool.Record)
+	maxConns    int
 
 	mux  *http.ServeMux
 	pool sync.Pool // *exchange
@@ -244,6 +249,7 @@ func New(opts Options) (*Server, error) {
 		obs:         opts.Observer,
 		onPanic:     opts.OnPanic,
 		beforeStore: opts.BeforeStore,
+		maxConns:    opts.MaxConns,
 	}
 	if s.region == "" {
 		s.region = "us"
