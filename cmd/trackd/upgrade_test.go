@@ -30,7 +30,7 @@ type upgradeFixture struct {
 
 // startUpgradable installs a working trackd at a path of its own and
 // starts it, serving, on a fixed API address.
-func startUpgradable(t *testing.T) *upgradeFixture {
+func startUpgradable(t *testing.T, extra ...string) *upgradeFixture {
 	if testing.Short() {
 		t.Skip("builds trackd and runs real processes")
 	}
@@ -45,8 +45,8 @@ func startUpgradable(t *testing.T) *upgradeFixture {
 	}
 	f := &upgradeFixture{t: t, bin: filepath.Join(t.TempDir(), "trackd"), good: good, api: freePort(t), dataDir: t.TempDir()}
 	f.install(good)
-	f.cmd = exec.Command(f.bin, "serve", "--data-dir", f.dataDir, "--listen", f.api, "--admin-listen", "127.0.0.1:0",
-		"--nats-listen", freePort(t), "--workspace", "s:k")
+	f.cmd = exec.Command(f.bin, append([]string{"serve", "--data-dir", f.dataDir, "--listen", f.api, "--admin-listen", "127.0.0.1:0",
+		"--nats-listen", freePort(t), "--workspace", "s:k"}, extra...)...)
 	// Plain pipes, not StdoutPipe: Wait closes those, and the new process
 	// writes to the same stdout after the old one has exited.
 	stdoutR, stdoutW, err := os.Pipe()
@@ -232,5 +232,31 @@ exec sleep 60
 		if strings.Contains(l, "running this binary again") {
 			t.Fatalf("the old process took the sockets back after a SIGTERM:\n%s", strings.Join(f.seen, "\n"))
 		}
+	}
+}
+
+// TestUpgradeNewProcessHangs: a new process that takes the data dir and
+// then neither serves nor exits is killed after --shutdown-timeout, and
+// the old binary runs again on the same sockets.
+func TestUpgradeNewProcessHangs(t *testing.T) {
+	f := startUpgradable(t, "--shutdown-timeout", "2s")
+	f.install([]byte(`#!/bin/sh
+fd=$` + upgradeConnEnv + `
+eval "printf 'ready\n' >&$fd"
+eval "read released <&$fd"
+exec sleep 60
+`))
+	f.cmd.Process.Signal(syscall.SIGUSR2)
+	f.waitLog("the new process is ready; handing over")
+	f.waitLog("did not say it serves")
+	f.waitLog("running this binary again on the same sockets")
+	f.send("01J0000000000000000000000H")
+	if line := f.waitLog(`"msg":"serving"`); !strings.Contains(line, `"sockets":"resume"`) {
+		t.Fatalf("not serving on the sockets it kept: %s", line)
+	}
+	f.checkPIDFile(f.cmd.Process.Pid)
+	f.cmd.Process.Signal(syscall.SIGTERM)
+	if err := f.cmd.Wait(); err != nil {
+		t.Fatalf("resumed process: %v\n%s", err, strings.Join(f.seen, "\n"))
 	}
 }
