@@ -208,6 +208,10 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
+// testClient bounds every request of the tests: a server that stops
+// answering fails the test instead of hanging it.
+var testClient = &http.Client{Timeout: 30 * time.Second}
+
 // call sends one request with Basic credentials and returns the answer
 // (its body already read and closed).
 func call(t *testing.T, method, url, site, key, body string) *http.Response {
@@ -218,7 +222,7 @@ func call(t *testing.T, method, url, site, key, body string) *http.Response {
 	}
 	req.SetBasicAuth(site, key)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

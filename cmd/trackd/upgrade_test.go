@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // upgradeFixture is a trackd started from a binary the test can replace
@@ -59,6 +60,9 @@ func startUpgradable(t *testing.T, extra ...string) *upgradeFixture {
 		t.Fatal(err)
 	}
 	f.cmd.Stderr = stderrW
+	// Its own process group, which every process of the test (the new
+	// ones and their children) joins: a hang is ended by killing it.
+	f.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := f.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +71,7 @@ func startUpgradable(t *testing.T, extra ...string) *upgradeFixture {
 	go io.Copy(io.Discard, stdoutR)
 	f.logs = bufio.NewScanner(stderrR)
 	t.Cleanup(func() {
-		f.cmd.Process.Kill()
+		syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL)
 		if f.newPID != 0 {
 			syscall.Kill(f.newPID, syscall.SIGKILL)
 			var ws syscall.WaitStatus
@@ -90,8 +94,12 @@ func (f *upgradeFixture) install(content []byte) {
 }
 
 // waitLog reads the log (both processes') up to a line containing substr.
+// If none comes within a minute, every process of the test is killed,
+// which ends the log and fails the test with what it said.
 func (f *upgradeFixture) waitLog(substr string) string {
 	f.t.Helper()
+	hung := time.AfterFunc(time.Minute, func() { syscall.Kill(-f.cmd.Process.Pid, syscall.SIGKILL) })
+	defer hung.Stop()
 	for f.logs.Scan() {
 		f.seen = append(f.seen, f.logs.Text())
 		if strings.Contains(f.logs.Text(), substr) {
@@ -117,6 +125,14 @@ func (f *upgradeFixture) checkPIDFile(pid int) {
 	if b, err := os.ReadFile(filepath.Join(f.dataDir, pidFile)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(pid) {
 		f.t.Fatalf("pid file: %q, %v; want %d", b, err, pid)
 	}
+}
+
+// handoverScript is a new "binary" that says ready, waits to be given the
+// data dir (the old process's "released"), and then runs then.
+func handoverScript(then string) []byte {
+	return []byte("#!/bin/sh\nfd=$" + upgradeConnEnv + "\n" +
+		"eval \"printf 'ready\\n' >&$fd\"\n" +
+		"eval \"read released <&$fd\"\n" + then + "\n")
 }
 
 // TestUpgradeFailsSafelyThenSucceeds: SIGUSR2 with a broken binary on disk
@@ -167,13 +183,7 @@ func TestUpgradeNewProcessDiesAfterReady(t *testing.T) {
 	f.send("01J0000000000000000000000A")
 
 	// Says ready, waits to be given the data dir, then fails.
-	f.install([]byte(`#!/bin/sh
-fd=$` + upgradeConnEnv + `
-eval "printf 'ready\n' >&$fd"
-eval "read released <&$fd"
-echo "new build: cannot open the spool" >&2
-exit 4
-`))
+	f.install(handoverScript(`echo "new build: cannot open the spool" >&2; exit 4`))
 	f.cmd.Process.Signal(syscall.SIGUSR2)
 	f.waitLog("the new process is ready; handing over")
 	f.waitLog("running this binary again on the same sockets")
@@ -202,12 +212,7 @@ exit 4
 func TestUpgradeStoppedDuringHandover(t *testing.T) {
 	f := startUpgradable(t)
 	// Says ready, takes the data dir, then takes its time.
-	f.install([]byte(`#!/bin/sh
-fd=$` + upgradeConnEnv + `
-eval "printf 'ready\n' >&$fd"
-eval "read released <&$fd"
-exec sleep 60
-`))
+	f.install(handoverScript("exec sleep 60"))
 	f.cmd.Process.Signal(syscall.SIGUSR2)
 	line := f.waitLog("the new process is ready; handing over")
 	m := regexp.MustCompile(`"pid":(\d+)`).FindStringSubmatch(line)
@@ -240,12 +245,7 @@ exec sleep 60
 // the old binary runs again on the same sockets.
 func TestUpgradeNewProcessHangs(t *testing.T) {
 	f := startUpgradable(t, "--shutdown-timeout", "2s")
-	f.install([]byte(`#!/bin/sh
-fd=$` + upgradeConnEnv + `
-eval "printf 'ready\n' >&$fd"
-eval "read released <&$fd"
-exec sleep 60
-`))
+	f.install(handoverScript("exec sleep 60"))
 	f.cmd.Process.Signal(syscall.SIGUSR2)
 	f.waitLog("the new process is ready; handing over")
 	f.waitLog("did not say it serves")
