@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,14 +15,19 @@ import (
 	"github.com/trackd/trackd/internal/trackapi"
 )
 
-// TestConnLimit: with MaxConns 2, a third connection takes the place of
-// one idle between requests (which is closed); when both are busy, it is
-// answered 503 too_many_connections, counted, and the busy ones finish.
+// TestConnLimit: with MaxConns 2, a third connection is refused (503
+// too_many_connections) while the two open ones have waited less than a
+// second; once they have, it takes the place of the one idle longest,
+// which is closed. When both are busy in a handler, a new one is refused,
+// counted, and the busy ones finish.
 func TestConnLimit(t *testing.T) {
 	block, entered := make(chan struct{}), make(chan struct{}, 2)
 	var blocking atomic.Bool
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
 	f := newFixture(t, func(o *trackapi.Options) {
 		o.MaxConns = 2
+		o.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 		o.BeforeStore = func(*http.Request, []spool.Record) {
 			if blocking.Load() {
 				entered <- struct{}{}
@@ -29,6 +35,7 @@ func TestConnLimit(t *testing.T) {
 			}
 		}
 	})
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -65,28 +72,38 @@ func TestConnLimit(t *testing.T) {
 		return resp.StatusCode, nil
 	}
 
+	refused := func(c conn) {
+		t.Helper()
+		resp, err := http.ReadResponse(c.r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 503 || resp.Header.Get("X-Trackd-Reason") != "too_many_connections" || resp.Header.Get("Retry-After") != "1" ||
+			!strings.Contains(string(body), "too many connections") {
+			t.Fatalf("over the limit: %d %v %s", resp.StatusCode, resp.Header, body)
+		}
+	}
+
 	a, b := dial(), dial()
 	for _, c := range []conn{a, b} {
 		if code, err := post(c); code != 200 {
 			t.Fatalf("first requests: %d, %v", code, err)
 		}
 	}
-	c := dial() // a and b are idle: one of them makes room
+	refused(dial()) // a and b have been idle for no time
+	advance(time.Second)
+	c := dial() // takes a's place: idle longest
 	if code, err := post(c); code != 200 {
 		t.Fatalf("third connection: %d, %v", code, err)
 	}
-	var kept conn
-	failed := 0
-	for _, x := range []conn{a, b} {
-		if code, err := post(x); err != nil {
-			failed++
-		} else if code == 200 {
-			kept = x
-		}
+	if _, err := post(a); err == nil {
+		t.Fatal("the connection idle longest was not closed")
 	}
-	if failed != 1 || kept.Conn == nil {
-		t.Fatalf("%d of the two idle connections were closed, want 1", failed)
+	if code, err := post(b); code != 200 {
+		t.Fatalf("the other idle connection: %d, %v", code, err)
 	}
+	kept := b
 
 	// Both open connections busy: a new one is refused.
 	blocking.Store(true)
@@ -99,16 +116,8 @@ func TestConnLimit(t *testing.T) {
 	}
 	<-entered
 	<-entered
-	d := dial()
-	resp, err := http.ReadResponse(d.r, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b503, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 503 || resp.Header.Get("X-Trackd-Reason") != "too_many_connections" || resp.Header.Get("Retry-After") != "1" ||
-		!strings.Contains(string(b503), "too many connections") {
-		t.Fatalf("over the limit: %d %v %s", resp.StatusCode, resp.Header, b503)
-	}
+	advance(time.Hour) // busy ones are never taken, however long
+	refused(dial())
 	close(block)
 	for range 2 {
 		if code := <-done; code != 200 {
@@ -116,9 +125,9 @@ func TestConnLimit(t *testing.T) {
 		}
 	}
 	f.obs.mu.Lock()
-	refused := f.obs.rejected["too_many_connections"]
+	n := f.obs.rejected["too_many_connections"]
 	f.obs.mu.Unlock()
-	if refused != 1 {
-		t.Fatalf("%d refusals counted, want 1", refused)
+	if n != 2 {
+		t.Fatalf("%d refusals counted, want 2", n)
 	}
 }

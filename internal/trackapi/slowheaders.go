@@ -1,8 +1,10 @@
 package trackapi
 
 import (
+	"container/list"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -26,14 +28,18 @@ func WrapListener(ln net.Listener) net.Listener { return slowHeaderListener{ln, 
 
 // Listener is WrapListener whose 408s are also counted by s's Observer
 // (route "unknown": no route was read; reason timeout), and which keeps at
-// most Options.MaxConns connections open: past it, a new connection takes
-// the place of one that is idle between requests, or has sent nothing for
-// a second, which is closed; if there is none, the new one is answered 503
-// (reason too_many_connections, Retry-After: 1) and closed.
+// most Options.MaxConns connections open. Past it, a new connection takes
+// the place of the one that has waited longest, if that is a second or
+// more, outside a request handler (idle between requests, silent since it
+// was accepted, or trickling its request line): that one is closed, and a
+// request it may just have sent is answered 503 without being stored, so a
+// client's retry cannot store it twice. If no connection has waited that
+// long, the new one is answered 503 (reason too_many_connections,
+// Retry-After: 1) and closed.
 func (s *Server) Listener(ln net.Listener) net.Listener {
 	var lim *connLimit
 	if s.maxConns > 0 {
-		lim = &connLimit{max: s.maxConns, idle: map[*slowHeaderConn]time.Time{}}
+		lim = &connLimit{max: s.maxConns, now: s.now}
 	}
 	return slowHeaderListener{ln, s.obs, lim}
 }
@@ -71,73 +77,100 @@ var response503Conns = []byte("HTTP/1.1 503 Service Unavailable\r\n" +
 	"Connection: close\r\n" +
 	"Content-Length: " + strconv.Itoa(len(body503Conns)) + "\r\n\r\n" + body503Conns)
 
-// connLimit counts a listener's open connections and knows which of them
-// can be closed to make room: those idle between requests, and those that
-// have sent nothing (since when, in idle).
+// connLimit counts a listener's open connections, and keeps those outside
+// a request handler in the order they got there (accepted, or idle after
+// an answer), so that the one waiting longest can make room in O(1).
 type connLimit struct {
-	max  int
-	mu   sync.Mutex
-	open int
-	idle map[*slowHeaderConn]time.Time
+	max int
+	now func() time.Time
+
+	mu      sync.Mutex // guards the fields below and each connection's waitElem, waitSince and taken
+	open    int
+	waiting list.List // of *slowHeaderConn, oldest first
 }
 
-// admit counts c in, closing an idle connection to make room if the limit
-// is reached; it reports false when there is no room.
+// admit counts c in, taking the place of the connection that has waited
+// longest if the limit is reached and it has waited silentAge; it reports
+// false when there is no room.
 func (l *connLimit) admit(c *slowHeaderConn) bool {
-	now := time.Now()
+	now := l.now()
 	l.mu.Lock()
 	var victim *slowHeaderConn
 	if l.open >= l.max {
-		for v, since := range l.idle {
-			if v.partial.Load() || (!v.inHandler.Load() && !v.served.Load() && now.Sub(since) < silentAge) {
-				continue // reading a request, or just accepted
-			}
-			victim = v
-			break
-		}
-		if victim == nil {
+		front := l.waiting.Front()
+		if front == nil || now.Sub(front.Value.(*slowHeaderConn).waitSince) < silentAge {
 			l.mu.Unlock()
 			return false
 		}
-		delete(l.idle, victim)
+		// Taken, under the lock: from now on its handler refuses to
+		// store (enter), and its Close does not count it out again.
+		victim = front.Value.(*slowHeaderConn)
+		l.waiting.Remove(front)
+		victim.waitElem, victim.taken = nil, true
+		l.open--
 	}
 	l.open++
-	l.idle[c] = now // sent nothing yet
+	c.waitSince, c.waitElem = now, l.waiting.PushBack(c)
 	l.mu.Unlock()
 	if victim != nil {
-		victim.Close() // counts itself out
+		victim.Close()
 	}
 	return true
 }
 
-// setIdle records that c is between requests (idle) or serving one.
-func (l *connLimit) setIdle(c *slowHeaderConn, idle bool) {
+// enter moves c out of the waiting connections as a handler takes a
+// request; false means c was taken to make room, and the request must not
+// be stored.
+func (l *connLimit) enter(c *slowHeaderConn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if c.closed.Load() {
-		return
+	if c.taken {
+		return false
 	}
-	if idle {
-		l.idle[c] = time.Now()
-	} else {
-		delete(l.idle, c)
+	if c.waitElem != nil {
+		l.waiting.Remove(c.waitElem)
+		c.waitElem = nil
 	}
+	return true
 }
 
+// wait puts c, idle after an answer, at the back of the waiting ones.
+func (l *connLimit) wait(c *slowHeaderConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.taken || c.closed.Load() {
+		return
+	}
+	if c.waitElem != nil {
+		l.waiting.Remove(c.waitElem)
+	}
+	c.waitSince, c.waitElem = l.now(), l.waiting.PushBack(c)
+}
+
+// release counts c out as it closes (unless admit took it, and did).
 func (l *connLimit) release(c *slowHeaderConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.idle, c)
+	if c.taken {
+		return
+	}
+	if c.waitElem != nil {
+		l.waiting.Remove(c.waitElem)
+		c.waitElem = nil
+	}
 	l.open--
 }
 
 // slowHeaderConn tracks whether a request is being read outside a handler.
 type slowHeaderConn struct {
 	net.Conn
-	obs       Observer
-	lim       *connLimit  // nil: not counted
-	served    atomic.Bool // a request was handed to a handler
-	closed    atomic.Bool
+	obs    Observer
+	lim    *connLimit // nil: not counted
+	closed atomic.Bool
+	// Guarded by lim.mu.
+	waitElem  *list.Element // in lim.waiting; nil while in a handler
+	waitSince time.Time
+	taken     bool        // closed by admit to make room
 	inHandler atomic.Bool // a request was handed to a handler and the connection is not idle yet
 	partial   atomic.Bool // bytes of a request not yet handed to a handler were read
 	answered  atomic.Bool // the 408 was written
@@ -205,9 +238,18 @@ func markHandling(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if sc, _ := r.Context().Value(slowHeaderConnKey{}).(*slowHeaderConn); sc != nil {
 			sc.inHandler.Store(true)
-			sc.served.Store(true)
-			if sc.lim != nil {
-				sc.lim.setIdle(sc, false)
+			if sc.lim != nil && !sc.lim.enter(sc) {
+				// Its connection was closed to make room for another as
+				// this request came: not stored, so a retry is safe.
+				w.Header().Set("Connection", "close")
+				w.Header().Set("Retry-After", "1")
+				w.Header().Set("X-Trackd-Reason", ReasonTooManyConnections)
+				w.Header().Set("Content-Type", "application/json; charset=utf-8")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				io.WriteString(w, body503Conns)
+				sc.obs.Served(RouteUnknown, r.Method, http.StatusServiceUnavailable, -1)
+				sc.obs.Rejected(RouteUnknown, "", ReasonTooManyConnections)
+				return
 			}
 		}
 		h.ServeHTTP(w, r)
@@ -220,7 +262,7 @@ func connState(c net.Conn, st http.ConnState) {
 		sc.partial.Store(false)
 		sc.inHandler.Store(false)
 		if sc.lim != nil {
-			sc.lim.setIdle(sc, true)
+			sc.lim.wait(sc)
 		}
 	}
 }
