@@ -287,7 +287,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			sinksMu.Lock()
 			sinks = append(sinks, sk)
 			sinksMu.Unlock()
-			f, err := forward.New(forward.Options{Spool: sp, Sink: sk, Quarantine: quar, Logger: log})
+			f, err := forward.New(forward.Options{Spool: sp, Sink: sk, Quarantine: quar, Logger: log, CursorHoldback: d.holdback})
 			if err != nil {
 				log.Error("forwarder", "destination", d.name, "err", err)
 				return
@@ -630,7 +630,21 @@ func (b *backend) stop() {
 type destination struct {
 	name string
 	open func(context.Context) (sink.Sink, error)
+	// holdback is its forwarder's CursorHoldback.
+	holdback time.Duration
 }
+
+// Forwarding to the embedded JetStream: its stream is created in async
+// persist mode (unless --nats-sync-always), which acknowledges a message
+// before writing it, within milliseconds. The forwarder's durable cursor
+// stays embeddedHoldback behind (also for a stream created otherwise: it
+// costs only resends after a crash), and the sink's resume check reads
+// embeddedResumeCheck message IDs, which covers the CursorInterval (200 ms)
+// plus the holdback of records up to ~290k records/s.
+const (
+	embeddedHoldback    = 250 * time.Millisecond
+	embeddedResumeCheck = 1 << 17
+)
 
 func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destination {
 	var dests []destination
@@ -641,6 +655,10 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			if cfg.NATSURL == "" {
 				dedup = jetstream.EmbeddedDuplicateWindow
 			}
+		}
+		var holdback time.Duration
+		if cfg.NATSURL == "" {
+			holdback = embeddedHoldback
 		}
 		jsOpts := jetstream.Options{
 			ConnOptions: jetstream.ConnOptions{
@@ -658,17 +676,21 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			}
 			o := jsOpts
 			o.URL = nats.url
+			if nats.emb != nil {
+				o.AsyncPersist = !cfg.NATSSyncAlways
+				o.ResumeCheck = embeddedResumeCheck
+			}
 			// The embedded server's dedup state is this process's memory:
 			// an older stream's longer window is shortened, unless the
 			// window was configured.
 			o.ShrinkDuplicateWindow = nats.emb != nil && cfg.NATSDedup == 0
 			return jetstream.New(ctx, o)
-		}})
+		}, holdback})
 	}
 	if cfg.HTTPURL != "" {
 		httpOpts := httpsink.Options{URL: cfg.HTTPURL, Mode: cfg.HTTPMode, Headers: cfg.HTTPHeaders.values(), Timeout: cfg.HTTPTimeout,
 			Logger: log.With("component", "httpsink")}
-		dests = append(dests, destination{httpsink.DefaultName, func(context.Context) (sink.Sink, error) { return httpsink.New(httpOpts) }})
+		dests = append(dests, destination{name: httpsink.DefaultName, open: func(context.Context) (sink.Sink, error) { return httpsink.New(httpOpts) }})
 	}
 	if cfg.KafkaBrokers != "" {
 		var brokers []string
@@ -682,7 +704,7 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			SASL:   kafka.SASLOptions{Mechanism: cfg.KafkaSASL, User: cfg.KafkaUser, Password: cfg.KafkaPassword},
 			Logger: log.With("component", "kafka"),
 		}
-		dests = append(dests, destination{kafka.DefaultName, func(ctx context.Context) (sink.Sink, error) { return kafka.New(ctx, kOpts) }})
+		dests = append(dests, destination{name: kafka.DefaultName, open: func(ctx context.Context) (sink.Sink, error) { return kafka.New(ctx, kOpts) }})
 	}
 	return dests
 }

@@ -78,6 +78,15 @@ type Options struct {
 	// CursorInterval is how often the cursor is made durable while
 	// records flow. Default 200ms; a crash resends at most that much.
 	CursorInterval time.Duration
+	// CursorHoldback, for a destination that acknowledges a record before
+	// it is written (the embedded JetStream in async persist mode, which
+	// writes within milliseconds), keeps the durable cursor behind every
+	// record acknowledged less than this long ago, so that a crash of the
+	// process before the destination wrote them resends them. A crash
+	// then resends up to CursorInterval + CursorHoldback of records; the
+	// sink must drop those it stored (the JetStream sink's resume check).
+	// Default 0: the cursor moves over each acknowledged record.
+	CursorHoldback time.Duration
 	// Logger; default discards.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -216,14 +225,16 @@ func (f *Forwarder) run(ctx context.Context, untilIdle bool) error {
 	acked := r.Pos()
 	saved := acked
 	lastSave := f.opts.Now()
+	hold := holdback{d: f.opts.CursorHoldback}
 	save := func() error {
-		if acked == saved {
+		pos := hold.durable(f.opts.Now(), acked, saved)
+		if pos == saved {
 			return nil
 		}
-		if err := sp.SetCursor(f.name, acked); err != nil {
+		if err := sp.SetCursor(f.name, pos); err != nil {
 			return err
 		}
-		saved, lastSave = acked, f.opts.Now()
+		saved, lastSave = pos, f.opts.Now()
 		return nil
 	}
 	defer func() {
@@ -255,6 +266,7 @@ func (f *Forwarder) run(ctx context.Context, untilIdle bool) error {
 	}()
 	settled := func(b *batch) error {
 		acked = b.end
+		hold.settled(f.opts.Now(), acked)
 		last := b.recs[len(b.recs)-1].ReceivedAt
 		f.update(func(s *Stats) { s.Cursor, s.LastDeliveredAt = acked, last })
 		b.recs = b.recs[:0]
@@ -289,6 +301,7 @@ func (f *Forwarder) run(ctx context.Context, untilIdle bool) error {
 				// 11k req/s): save when the interval is up, now or after
 				// waiting that long for the next record.
 				wait := f.opts.CursorInterval - f.opts.Now().Sub(lastSave)
+				wait = max(wait, hold.pending(f.opts.Now())) // until all may be saved
 				if acked != saved && wait > 0 {
 					wctx, cancel := context.WithTimeout(ctx, wait)
 					rec, err = r.Next(wctx)
@@ -569,4 +582,58 @@ func (f *Forwarder) quarantine(rec *spool.Record, reason string, history []quara
 		return
 	}
 	f.log.Warn("forward: record quarantined", "record", rec.ID, "workspace", rec.Workspace, "reason", reason, "quarantine_id", id)
+}
+
+// holdback keeps the positions a forwarder settled, with when, so that its
+// durable cursor stays behind those settled less than d ago
+// (Options.CursorHoldback).
+type holdback struct {
+	d     time.Duration
+	marks []holdMark // oldest first
+}
+
+type holdMark struct {
+	at  time.Time
+	pos spool.Position
+}
+
+// settled records that everything before pos was acknowledged at at.
+func (h *holdback) settled(at time.Time, pos spool.Position) {
+	if h.d > 0 {
+		h.marks = append(h.marks, holdMark{at, pos})
+	}
+}
+
+// durable returns the position the cursor may be saved at now: acked
+// without a holdback, else the newest position settled at least d ago, or
+// saved if none was. A position acked reached after the last mark by
+// skipping records meant for other destinations needs no holdback:
+// nothing was sent.
+func (h *holdback) durable(now time.Time, acked, saved spool.Position) spool.Position {
+	if h.d <= 0 || len(h.marks) == 0 {
+		return acked
+	}
+	cut := now.Add(-h.d)
+	if !h.marks[len(h.marks)-1].at.After(cut) {
+		h.marks = h.marks[:0]
+		return acked
+	}
+	i := 0
+	for i < len(h.marks) && !h.marks[i].at.After(cut) {
+		i++
+	}
+	if i == 0 {
+		return saved
+	}
+	pos := h.marks[i-1].pos
+	h.marks = append(h.marks[:0], h.marks[i:]...)
+	return pos
+}
+
+// pending returns how long until every settled position may be saved.
+func (h *holdback) pending(now time.Time) time.Duration {
+	if len(h.marks) == 0 {
+		return 0
+	}
+	return h.marks[len(h.marks)-1].at.Add(h.d).Sub(now)
 }

@@ -173,6 +173,17 @@ type Options struct {
 	// window (by an older trackd, say) would make the process's memory
 	// grow with the publish rate.
 	ShrinkDuplicateWindow bool
+	// AsyncPersist creates the stream in JetStream's async persist mode:
+	// the server acknowledges a message once it is in its write cache and
+	// writes the cache within milliseconds (about 20 % less CPU per
+	// message, BENCHMARKS.md §5), so a crash of the server's process can
+	// lose what it acknowledged in its last milliseconds. For the
+	// embedded server only, whose process is trackd's: the forwarder's
+	// cursor then stays behind the records acknowledged in the last
+	// forward.Options.CursorHoldback, which a crash therefore resends, and
+	// the resume check drops those that were written. A stream's persist
+	// mode cannot change once it exists.
+	AsyncPersist bool
 	// MaxAge is how long the stream keeps messages; default DefaultMaxAge
 	// (7 days). Consumers must read within it.
 	MaxAge time.Duration
@@ -508,7 +519,12 @@ func streamConfig(o *Options) natsjs.StreamConfig {
 	if maxBytes == 0 {
 		maxBytes = -1
 	}
+	mode := natsjs.DefaultPersistMode
+	if o.AsyncPersist {
+		mode = natsjs.AsyncPersistMode
+	}
 	return natsjs.StreamConfig{
+		PersistMode: mode,
 		Name:        o.Stream,
 		Description: "trackd: Customer.io Track API calls as CloudEvents (binary mode); see docs/ENVELOPE.md",
 		Subjects:    []string{o.SubjectPrefix + ".>"},
@@ -531,7 +547,7 @@ func ensureStream(ctx context.Context, js natsjs.JetStream, o *Options) error {
 		if err == nil {
 			o.Logger.Info("created jetstream stream", "stream", o.Stream,
 				"subjects", o.SubjectPrefix+".>", "replicas", o.Replicas,
-				"duplicate_window", o.DuplicateWindow, "max_age", o.MaxAge)
+				"duplicate_window", o.DuplicateWindow, "max_age", o.MaxAge, "persist_mode", streamConfig(o).PersistMode.String())
 			return nil
 		}
 		if !errors.Is(err, natsjs.ErrStreamNameAlreadyInUse) {
@@ -546,6 +562,11 @@ func ensureStream(ctx context.Context, js natsjs.JetStream, o *Options) error {
 	cfg := st.CachedInfo().Config
 	if err := verifyStream(cfg, o); err != nil {
 		return err
+	}
+	if cfg.PersistMode == natsjs.AsyncPersistMode && !o.AsyncPersist {
+		o.Logger.Warn("jetstream stream is in async persist mode, which cannot change: the server does not fsync or write each message before it acks it "+
+			"(--nats-sync-always has no effect on it until the stream is recreated)",
+			"stream", o.Stream)
 	}
 	if o.ShrinkDuplicateWindow && cfg.Duplicates > o.DuplicateWindow {
 		was := cfg.Duplicates

@@ -349,6 +349,22 @@ func TestNewExistingStream(t *testing.T) {
 	}
 }
 
+// TestAsyncPersist: with AsyncPersist, New creates the stream in async
+// persist mode; an existing stream keeps its mode (it cannot change).
+func TestAsyncPersist(t *testing.T) {
+	e := startEmbedded(t, "", "")
+	newSink(t, e.ClientURL(), Options{AsyncPersist: true})
+	js := rawJS(t, e.ClientURL())
+	st, err := js.Stream(testCtx(t), DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := st.CachedInfo().Config.PersistMode; m != natsjs.AsyncPersistMode {
+		t.Fatalf("persist mode %v, want async", m)
+	}
+	newSink(t, e.ClientURL(), Options{}) // an existing async stream is accepted, with a warning
+}
+
 // TestShrinkDuplicateWindow: with ShrinkDuplicateWindow (the embedded
 // server), an existing stream's longer duplicate window is shortened to the
 // configured one; without it, or when it is shorter, it is left alone.
