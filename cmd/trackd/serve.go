@@ -287,7 +287,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			sinksMu.Lock()
 			sinks = append(sinks, sk)
 			sinksMu.Unlock()
-			f, err := forward.New(forward.Options{Spool: sp, Sink: sk, Quarantine: quar, Logger: log, CursorHoldback: d.holdback})
+			var holdback time.Duration
+			if js, ok := sk.(*jetstream.Sink); ok && js.AsyncPersist() {
+				holdback = asyncHoldback
+			}
+			f, err := forward.New(forward.Options{Spool: sp, Sink: sk, Quarantine: quar, Logger: log, CursorHoldback: holdback})
 			if err != nil {
 				log.Error("forwarder", "destination", d.name, "err", err)
 				return
@@ -630,19 +634,17 @@ func (b *backend) stop() {
 type destination struct {
 	name string
 	open func(context.Context) (sink.Sink, error)
-	// holdback is its forwarder's CursorHoldback.
-	holdback time.Duration
 }
 
-// Forwarding to the embedded JetStream: its stream is created in async
-// persist mode (unless --nats-sync-always), which acknowledges a message
-// before writing it, within milliseconds. The forwarder's durable cursor
-// stays embeddedHoldback behind (also for a stream created otherwise: it
-// costs only resends after a crash), and the sink's resume check reads
-// embeddedResumeCheck message IDs, which covers the CursorInterval (200 ms)
-// plus the holdback of records up to ~290k records/s.
+// asyncHoldback is the forwarder's CursorHoldback for a JetStream stream in
+// async persist mode, which acknowledges a message before writing it
+// (within milliseconds): trackd does not create streams so (a write error
+// there loses messages already acknowledged, without the publisher knowing;
+// BENCHMARKS.md §5.5), but one may exist. embeddedResumeCheck, the resume
+// check's count on the embedded server, covers the CursorInterval (200 ms)
+// plus this holdback of records up to ~290k records/s.
 const (
-	embeddedHoldback    = 250 * time.Millisecond
+	asyncHoldback       = 250 * time.Millisecond
 	embeddedResumeCheck = 1 << 17
 )
 
@@ -655,10 +657,6 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			if cfg.NATSURL == "" {
 				dedup = jetstream.EmbeddedDuplicateWindow
 			}
-		}
-		var holdback time.Duration
-		if cfg.NATSURL == "" {
-			holdback = embeddedHoldback
 		}
 		jsOpts := jetstream.Options{
 			ConnOptions: jetstream.ConnOptions{
@@ -677,7 +675,6 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			o := jsOpts
 			o.URL = nats.url
 			if nats.emb != nil {
-				o.AsyncPersist = !cfg.NATSSyncAlways
 				o.ResumeCheck = embeddedResumeCheck
 			}
 			// The embedded server's dedup state is this process's memory:
@@ -685,7 +682,7 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			// window was configured.
 			o.ShrinkDuplicateWindow = nats.emb != nil && cfg.NATSDedup == 0
 			return jetstream.New(ctx, o)
-		}, holdback})
+		}})
 	}
 	if cfg.HTTPURL != "" {
 		httpOpts := httpsink.Options{URL: cfg.HTTPURL, Mode: cfg.HTTPMode, Headers: cfg.HTTPHeaders.values(), Timeout: cfg.HTTPTimeout,

@@ -48,7 +48,7 @@
 //     the restart the forwarder resends what it had published since it
 //     last saved its cursor (its CursorInterval, 200 ms of records, plus
 //     its window of batches in flight, plus its CursorHoldback, 250 ms for
-//     the embedded server in async persist mode). New reads the record IDs
+//     a stream in async persist mode). New reads the record IDs
 //     of the stream's newest Options.ResumeCheck messages (headers only)
 //     and Send acknowledges the records found there without publishing them
 //     again, so these resends are dropped however long the restart took,
@@ -177,14 +177,13 @@ type Options struct {
 	ShrinkDuplicateWindow bool
 	// AsyncPersist creates the stream in JetStream's async persist mode:
 	// the server acknowledges a message once it is in its write cache and
-	// writes the cache within milliseconds (about 20 % less CPU per
-	// message, BENCHMARKS.md §5), so a crash of the server's process can
-	// lose what it acknowledged in its last milliseconds. For the
-	// embedded server only, whose process is trackd's: the forwarder's
-	// cursor then stays behind the records acknowledged in the last
-	// forward.Options.CursorHoldback, which a crash therefore resends, and
-	// the resume check drops those that were written. A stream's persist
-	// mode cannot change once it exists.
+	// writes the cache within milliseconds (~10 % less CPU per message,
+	// BENCHMARKS.md §5.5). A crash of the server's process can lose what it
+	// acknowledged in its last milliseconds (a forwarder's
+	// CursorHoldback covers that), but a failed write (disk full, I/O
+	// error) drops acknowledged messages without the publisher learning
+	// of it, so trackd does not set it. A stream's persist mode cannot
+	// change once it exists; Sink.AsyncPersist reports it.
 	AsyncPersist bool
 	// MaxAge is how long the stream keeps messages; default DefaultMaxAge
 	// (7 days). Consumers must read within it.
@@ -390,6 +389,7 @@ type Sink struct {
 	name   string
 	prefix string
 	stream string
+	async  bool // the stream is in async persist mode
 	log    *slog.Logger
 	nc     *nats.Conn
 	js     natsjs.JetStream
@@ -463,7 +463,8 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := ensureStream(ctx, js, &opts); err != nil {
+	async, err := ensureStream(ctx, js, &opts)
+	if err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -480,6 +481,7 @@ func New(ctx context.Context, opts Options) (*Sink, error) {
 		acks:        make(map[uint64]ackRef, opts.MaxPending),
 		closed:      make(chan struct{}),
 		watchDone:   make(chan struct{}),
+		async:       async,
 	}
 	if opts.ResumeCheck > 0 {
 		if err := s.loadKnown(ctx, opts.ResumeCheck); err != nil {
@@ -542,32 +544,36 @@ func streamConfig(o *Options) natsjs.StreamConfig {
 }
 
 // ensureStream creates the stream if absent, or verifies it.
-func ensureStream(ctx context.Context, js natsjs.JetStream, o *Options) error {
+// ensureStream creates the stream if absent, or verifies it; it reports
+// whether the stream is in async persist mode.
+func ensureStream(ctx context.Context, js natsjs.JetStream, o *Options) (async bool, _ error) {
 	st, err := js.Stream(ctx, o.Stream)
 	if errors.Is(err, natsjs.ErrStreamNotFound) {
-		st, err = js.CreateStream(ctx, streamConfig(o))
+		cfg := streamConfig(o)
+		st, err = js.CreateStream(ctx, cfg)
 		if err == nil {
 			o.Logger.Info("created jetstream stream", "stream", o.Stream,
 				"subjects", o.SubjectPrefix+".>", "replicas", o.Replicas,
-				"duplicate_window", o.DuplicateWindow, "max_age", o.MaxAge, "persist_mode", streamConfig(o).PersistMode.String())
-			return nil
+				"duplicate_window", o.DuplicateWindow, "max_age", o.MaxAge, "persist_mode", cfg.PersistMode.String())
+			return cfg.PersistMode == natsjs.AsyncPersistMode, nil
 		}
 		if !errors.Is(err, natsjs.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("jetstream: create stream %s: %w", o.Stream, err)
+			return false, fmt.Errorf("jetstream: create stream %s: %w", o.Stream, err)
 		}
 		// Another node created it meanwhile, differently: verify theirs.
 		st, err = js.Stream(ctx, o.Stream)
 	}
 	if err != nil {
-		return fmt.Errorf("jetstream: look up stream %s: %w", o.Stream, err)
+		return false, fmt.Errorf("jetstream: look up stream %s: %w", o.Stream, err)
 	}
 	cfg := st.CachedInfo().Config
 	if err := verifyStream(cfg, o); err != nil {
-		return err
+		return false, err
 	}
-	if cfg.PersistMode == natsjs.AsyncPersistMode && !o.AsyncPersist {
-		o.Logger.Warn("jetstream stream is in async persist mode, which cannot change: the server does not fsync or write each message before it acks it "+
-			"(--nats-sync-always has no effect on it until the stream is recreated)",
+	async = cfg.PersistMode == natsjs.AsyncPersistMode
+	if async && !o.AsyncPersist {
+		o.Logger.Warn("jetstream stream is in async persist mode, which cannot change: the server acknowledges a message before it writes it, "+
+			"and a failed write (disk full) loses acknowledged messages; recreate the stream to change it",
 			"stream", o.Stream)
 	}
 	if o.ShrinkDuplicateWindow && cfg.Duplicates > o.DuplicateWindow {
@@ -577,13 +583,17 @@ func ensureStream(ctx context.Context, js natsjs.JetStream, o *Options) error {
 			// Memory grows with the window, but nothing is lost.
 			o.Logger.Warn("jetstream: cannot shorten the stream's duplicate window", "stream", o.Stream,
 				"duplicate_window", was, "wanted", o.DuplicateWindow, "err", err)
-			return nil
+			return async, nil
 		}
 		o.Logger.Info("jetstream: shortened the stream's duplicate window (its message IDs are kept in memory)",
 			"stream", o.Stream, "was", was, "now", o.DuplicateWindow)
 	}
-	return nil
+	return async, nil
 }
+
+// AsyncPersist reports whether the stream is in async persist mode (see
+// Options.AsyncPersist): its forwarder then wants a CursorHoldback.
+func (s *Sink) AsyncPersist() bool { return s.async }
 
 // verifyStream reports, all at once, how an existing stream's
 // configuration breaks trackd, and logs what merely weakens it.

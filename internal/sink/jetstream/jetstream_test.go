@@ -353,7 +353,9 @@ func TestNewExistingStream(t *testing.T) {
 // persist mode; an existing stream keeps its mode (it cannot change).
 func TestAsyncPersist(t *testing.T) {
 	e := startEmbedded(t, "", "")
-	newSink(t, e.ClientURL(), Options{AsyncPersist: true})
+	if s := newSink(t, e.ClientURL(), Options{AsyncPersist: true}); !s.AsyncPersist() {
+		t.Fatal("the sink does not report the stream's async mode")
+	}
 	js := rawJS(t, e.ClientURL())
 	st, err := js.Stream(testCtx(t), DefaultStream)
 	if err != nil {
@@ -362,7 +364,12 @@ func TestAsyncPersist(t *testing.T) {
 	if m := st.CachedInfo().Config.PersistMode; m != natsjs.AsyncPersistMode {
 		t.Fatalf("persist mode %v, want async", m)
 	}
-	newSink(t, e.ClientURL(), Options{}) // an existing async stream is accepted, with a warning
+	if s := newSink(t, e.ClientURL(), Options{}); !s.AsyncPersist() { // accepted, with a warning
+		t.Fatal("an existing async stream is not reported as such")
+	}
+	if s := newSink(t, startEmbedded(t, "", "").ClientURL(), Options{}); s.AsyncPersist() {
+		t.Fatal("a default stream is reported async")
+	}
 }
 
 // TestShrinkDuplicateWindow: with ShrinkDuplicateWindow (the embedded
