@@ -110,6 +110,18 @@ func (f *upgradeFixture) waitLog(substr string) string {
 	return ""
 }
 
+// waitHandover waits until the old process hands over to a new one, and
+// notes the new one's PID.
+func (f *upgradeFixture) waitHandover() {
+	f.t.Helper()
+	line := f.waitLog("the new process is ready; handing over")
+	m := regexp.MustCompile(`"pid":(\d+)`).FindStringSubmatch(line)
+	if m == nil {
+		f.t.Fatalf("no pid in %q", line)
+	}
+	f.newPID, _ = strconv.Atoi(m[1])
+}
+
 // send stores one event and fails the test unless it got a 200.
 func (f *upgradeFixture) send(id string) {
 	f.t.Helper()
@@ -149,12 +161,7 @@ func TestUpgradeFailsSafelyThenSucceeds(t *testing.T) {
 
 	f.install(f.good)
 	f.cmd.Process.Signal(syscall.SIGUSR2)
-	line := f.waitLog("the new process is ready; handing over")
-	m := regexp.MustCompile(`"pid":(\d+)`).FindStringSubmatch(line)
-	if m == nil {
-		t.Fatalf("no pid in %q", line)
-	}
-	f.newPID, _ = strconv.Atoi(m[1])
+	f.waitHandover()
 	if err := f.cmd.Wait(); err != nil {
 		t.Fatalf("old process: %v\n%s", err, strings.Join(f.seen, "\n"))
 	}
@@ -214,12 +221,7 @@ func TestUpgradeStoppedDuringHandover(t *testing.T) {
 	// Says ready, takes the data dir, then takes its time.
 	f.install(handoverScript("exec sleep 60"))
 	f.cmd.Process.Signal(syscall.SIGUSR2)
-	line := f.waitLog("the new process is ready; handing over")
-	m := regexp.MustCompile(`"pid":(\d+)`).FindStringSubmatch(line)
-	if m == nil {
-		t.Fatalf("no pid in %q", line)
-	}
-	f.newPID, _ = strconv.Atoi(m[1])
+	f.waitHandover()
 	f.waitLog(`"msg":"spool closed"`) // released
 	f.cmd.Process.Signal(syscall.SIGTERM)
 	f.waitLog("stopping (SIGTERM) during the handover")
