@@ -134,10 +134,29 @@ func (inh *inheritedListeners) close() {
 }
 
 // listenerFile returns a duplicate of ln's socket, to hand to a new process.
+// It is made with os.NewFile, not the listener's File method: that copy is
+// switched to blocking mode by its Fd method (which os/exec calls on
+// ExtraFiles), and the mode belongs to the socket, shared with this
+// process's own listener. Its accept loop could then block in the kernel,
+// and closing the listener to drain would wait for the next connection.
 func listenerFile(ln net.Listener) (*os.File, error) {
-	type filer interface{ File() (*os.File, error) }
-	if f, ok := ln.(filer); ok {
-		return f.File()
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("listener cannot be handed over")
 	}
-	return nil, errors.New("listener cannot be handed over")
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup, errno := -1, syscall.Errno(0)
+	if err := rc.Control(func(fd uintptr) {
+		r, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
+		dup, errno = int(r), e
+	}); err != nil {
+		return nil, err
+	}
+	if errno != 0 {
+		return nil, fmt.Errorf("dup listener: %w", errno)
+	}
+	return os.NewFile(uintptr(dup), "listener"), nil
 }

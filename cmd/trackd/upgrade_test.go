@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -260,5 +261,33 @@ func TestUpgradeNewProcessHangs(t *testing.T) {
 	f.cmd.Process.Signal(syscall.SIGTERM)
 	if err := f.cmd.Wait(); err != nil {
 		t.Fatalf("resumed process: %v\n%s", err, strings.Join(f.seen, "\n"))
+	}
+}
+
+// TestListenerFileKeepsSocketNonBlocking: handing a listener to a new
+// process (os/exec calls Fd on each extra file) leaves the socket in
+// non-blocking mode, which this process's own listener shares: in blocking
+// mode its accept loop could wait in the kernel, and closing the listener
+// to drain would hang until the next connection came.
+func TestListenerFileKeepsSocketNonBlocking(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := listenerFile(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Fd() // what os/exec does
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags uintptr
+	rc.Control(func(fd uintptr) { flags, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0) })
+	if flags&syscall.O_NONBLOCK == 0 {
+		t.Fatal("the listening socket is in blocking mode after its handover copy's Fd")
 	}
 }
