@@ -309,3 +309,33 @@ func TestUntimedAnswer(t *testing.T) {
 		t.Fatalf("%v answers counted, %d timed; want 2 and 1", counted, timed)
 	}
 }
+
+// TestReservedWorkspaceLabels: workspaces whose site IDs are literally
+// "other" or "none" do not share the labels of the aggregate series.
+func TestReservedWorkspaceLabels(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.Rejected("v1.event", "other", "empty_body")
+	m.Rejected("v1.event", "none", "empty_body")
+	m.Rejected("v1.event", "", "unauthorized")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "trackd_http_workspace_rejections_total" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "workspace" {
+					got[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if !got["site:other"] || !got["site:none"] || !got["none"] || got["other"] || len(got) != 3 {
+		t.Fatalf("workspace labels %v, want site:other, site:none and none", got)
+	}
+}

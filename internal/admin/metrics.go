@@ -107,6 +107,11 @@ func (m *Metrics) Rejected(route, workspace, reason string) {
 		m.wsRejections.WithLabelValues("none", reason).Inc()
 		return
 	}
+	if workspace == "other" || workspace == "none" {
+		// A real site ID that spells a reserved label: shown as
+		// "site:<id>" (a site ID cannot contain ':').
+		workspace = "site:" + workspace
+	}
 	// Under the lock, so that a series is never incremented after the
 	// ranking deleted it (which would restart it from 0).
 	m.mu.Lock()
