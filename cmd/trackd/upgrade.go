@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/trackd/trackd/internal/cli"
 )
 
 // The binary upgrade (SIGUSR2), nginx-style, made explicit with the data
@@ -237,16 +239,7 @@ func upgradeExecutable() (string, error) {
 // childEnv is env without the variables that handed sockets to this
 // process.
 func childEnv(env []string) []string {
-	var out []string
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", upgradeFDsEnv, upgradeConnEnv, resumeFDsEnv:
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
+	return cli.WithoutEnv(env, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", upgradeFDsEnv, upgradeConnEnv, resumeFDsEnv)
 }
 
 func osFile(w io.Writer, def *os.File) *os.File {

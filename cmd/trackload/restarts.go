@@ -348,7 +348,7 @@ func (sv *supervisor) start(ctx context.Context) error {
 		"--nats-listen", sv.nats, "--workspace", sv.site + ":" + sv.key}, sv.extra...)
 	cmd := exec.Command("/bin/sh", args...)
 	cmd.ExtraFiles = []*os.File{sv.api, sv.admin}
-	cmd.Env = append(withoutEnv(os.Environ(), "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"),
+	cmd.Env = append(cli.WithoutEnv(os.Environ(), "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"),
 		"LISTEN_FDS=2", "LISTEN_FDNAMES=api:admin", "NOTIFY_SOCKET="+sv.notify.LocalAddr().String())
 	cmd.Stdout, cmd.Stderr = sv.log, sv.log
 	if err := cmd.Start(); err != nil {
@@ -386,7 +386,7 @@ func (sv *supervisor) startOwn(ctx context.Context) error {
 	cmd := exec.Command(sv.bin, append([]string{"serve",
 		"--data-dir", sv.dataDir, "--listen", sv.apiAddr, "--admin-listen", "127.0.0.1:0",
 		"--nats-listen", sv.nats, "--workspace", sv.site + ":" + sv.key}, sv.extra...)...)
-	cmd.Env = withoutEnv(os.Environ(), "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET")
+	cmd.Env = cli.WithoutEnv(os.Environ(), "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET")
 	cmd.Stdout, cmd.Stderr = sv.log, sv.log
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start trackd: %w", err)
@@ -514,19 +514,4 @@ func (sv *supervisor) close() {
 	if sv.notify != nil {
 		sv.notify.Close()
 	}
-}
-
-func withoutEnv(env []string, keys ...string) []string {
-	var out []string
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		drop := false
-		for _, x := range keys {
-			drop = drop || k == x
-		}
-		if !drop {
-			out = append(out, kv)
-		}
-	}
-	return out
 }

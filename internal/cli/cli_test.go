@@ -36,3 +36,10 @@ func TestExitCodeAndParseFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestWithoutEnv(t *testing.T) {
+	got := WithoutEnv([]string{"A=1", "LISTEN_FDS=2", "B=x=y", "LISTEN_PID=3"}, "LISTEN_FDS", "LISTEN_PID")
+	if strings.Join(got, " ") != "A=1 B=x=y" {
+		t.Fatalf("WithoutEnv = %q", got)
+	}
+}
