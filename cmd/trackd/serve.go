@@ -640,13 +640,10 @@ type destination struct {
 // async persist mode, which acknowledges a message before writing it
 // (within milliseconds): trackd does not create streams so (a write error
 // there loses messages already acknowledged, without the publisher knowing;
-// BENCHMARKS.md §5.5), but one may exist. embeddedResumeCheck, the resume
-// check's count on the embedded server, covers the CursorInterval (200 ms)
-// plus this holdback of records up to ~290k records/s.
-const (
-	asyncHoldback       = 250 * time.Millisecond
-	embeddedResumeCheck = 1 << 17
-)
+// BENCHMARKS.md §5.5), but one may exist. The sink's default resume check
+// (65,536 IDs) covers the CursorInterval (200 ms) plus this holdback of
+// records up to ~145k records/s, the rate such a stream drains at here.
+const asyncHoldback = 250 * time.Millisecond
 
 func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destination {
 	var dests []destination
@@ -674,9 +671,6 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			}
 			o := jsOpts
 			o.URL = nats.url
-			if nats.emb != nil {
-				o.ResumeCheck = embeddedResumeCheck
-			}
 			// The embedded server's dedup state is this process's memory:
 			// an older stream's longer window is shortened, unless the
 			// window was configured.

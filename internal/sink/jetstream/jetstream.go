@@ -53,8 +53,8 @@
 //     and Send acknowledges the records found there without publishing them
 //     again, so these resends are dropped however long the restart took,
 //     window or not, as long as ResumeCheck covers them (the default,
-//     65 536, covers 200 ms of a 300k/s drain; trackd reads 131 072 from the
-//     embedded server, 450 ms of a 290k/s drain).
+//     65 536, covers 200 ms of a 300k/s drain, or 450 ms of a 145k/s one
+//     with the holdback).
 //   - `trackd replay` of an older time range: outside both by design, and
 //     stored again; consumers that need exactly-once across replays
 //     deduplicate on ce-id.
