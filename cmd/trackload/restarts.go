@@ -337,31 +337,44 @@ func (sv *supervisor) awaitReady(ctx context.Context, notPID int, upgrading bool
 	}
 }
 
-// start starts a trackd on the sockets, as systemd would: through a shell
-// that sets LISTEN_PID to its own PID and then becomes trackd.
+// start starts a trackd. As systemd would, it starts it on the sockets,
+// through a shell that sets LISTEN_PID to its own PID and then becomes
+// trackd, and waits for READY=1; with own sockets, it runs trackd as a
+// plain command and waits for its pid file.
 func (sv *supervisor) start(ctx context.Context) error {
-	if sv.own {
-		return sv.startOwn(ctx)
-	}
-	args := append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, sv.bin, "serve",
-		"--data-dir", sv.dataDir, "--listen", sv.apiAddr, "--admin-listen", "127.0.0.1:0",
+	serve := append([]string{"serve", "--data-dir", sv.dataDir, "--listen", sv.apiAddr, "--admin-listen", "127.0.0.1:0",
 		"--nats-listen", sv.nats, "--workspace", sv.site + ":" + sv.key}, sv.extra...)
-	cmd := exec.Command("/bin/sh", args...)
-	cmd.ExtraFiles = []*os.File{sv.api, sv.admin}
-	cmd.Env = append(cli.WithoutEnv(os.Environ(), "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"),
-		"LISTEN_FDS=2", "LISTEN_FDNAMES=api:admin", "NOTIFY_SOCKET="+sv.notify.LocalAddr().String())
+	env := cli.WithoutEnv(os.Environ(), "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET")
+	var cmd *exec.Cmd
+	if sv.own {
+		cmd = exec.Command(sv.bin, serve...)
+	} else {
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, sv.bin}, serve...)...)
+		cmd.ExtraFiles = []*os.File{sv.api, sv.admin}
+		env = append(env, "LISTEN_FDS=2", "LISTEN_FDNAMES=api:admin", "NOTIFY_SOCKET="+sv.notify.LocalAddr().String())
+	}
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = sv.log, sv.log
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start trackd: %w", err)
 	}
-	if err := sv.awaitReady(ctx, 0, false); err != nil {
+	if err := sv.awaitServing(ctx, 0, false); err != nil {
 		cmd.Process.Kill()
 		return fmt.Errorf("trackd did not start: %w; log: %s", err, sv.logTail())
 	}
 	if sv.pid != cmd.Process.Pid {
-		return fmt.Errorf("READY=1 came from pid %d, not the started %d", sv.pid, cmd.Process.Pid)
+		return fmt.Errorf("pid %d serves, not the started %d", sv.pid, cmd.Process.Pid)
 	}
 	return nil
+}
+
+// awaitServing waits until a process other than notPID serves, and makes
+// it the serving one: from sd_notify, or with own sockets the pid file.
+func (sv *supervisor) awaitServing(ctx context.Context, notPID int, upgrading bool) error {
+	if sv.own {
+		return sv.awaitPIDFile(ctx, notPID)
+	}
+	return sv.awaitReady(ctx, notPID, upgrading)
 }
 
 // upgrade sends SIGUSR2 and waits until the new process serves and the old
@@ -371,41 +384,17 @@ func (sv *supervisor) upgrade(ctx context.Context) error {
 	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
 		return err
 	}
-	wait := sv.awaitReady
-	if sv.own {
-		wait = sv.awaitPIDFile
-	}
-	if err := wait(ctx, old, true); err != nil {
+	if err := sv.awaitServing(ctx, old, true); err != nil {
 		return err
 	}
 	return sv.reap(ctx, old)
-}
-
-// startOwn starts trackd as a plain command that listens itself.
-func (sv *supervisor) startOwn(ctx context.Context) error {
-	cmd := exec.Command(sv.bin, append([]string{"serve",
-		"--data-dir", sv.dataDir, "--listen", sv.apiAddr, "--admin-listen", "127.0.0.1:0",
-		"--nats-listen", sv.nats, "--workspace", sv.site + ":" + sv.key}, sv.extra...)...)
-	cmd.Env = cli.WithoutEnv(os.Environ(), "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET")
-	cmd.Stdout, cmd.Stderr = sv.log, sv.log
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start trackd: %w", err)
-	}
-	if err := sv.awaitPIDFile(ctx, 0, false); err != nil {
-		cmd.Process.Kill()
-		return fmt.Errorf("trackd did not start: %w; log: %s", err, sv.logTail())
-	}
-	if sv.pid != cmd.Process.Pid {
-		return fmt.Errorf("the pid file names %d, not the started %d", sv.pid, cmd.Process.Pid)
-	}
-	return nil
 }
 
 // awaitPIDFile waits until the data dir's pid file (written by a trackd
 // once it serves) names a live process other than notPID, and makes it the
 // serving one. It reads the file every 5 ms: nothing else tells a process
 // that does not own trackd's sockets when one serves.
-func (sv *supervisor) awaitPIDFile(ctx context.Context, notPID int, _ bool) error {
+func (sv *supervisor) awaitPIDFile(ctx context.Context, notPID int) error {
 	deadline := time.Now().Add(sv.wait)
 	for {
 		if b, err := os.ReadFile(filepath.Join(sv.dataDir, "trackd.pid")); err == nil {
