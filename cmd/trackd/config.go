@@ -58,6 +58,8 @@ type serveConfig struct {
 	NATSPrefix     string
 	NATSReplicas   int
 	NATSDedup      time.Duration
+	NATSMaxAge     time.Duration
+	NATSMaxBytes   byteSize
 	Forward        bool
 
 	// Forwarding over HTTP, when HTTPURL is set.
@@ -216,6 +218,9 @@ func serveFlags(fs *flag.FlagSet, cfg *serveConfig) {
 	fs.StringVar(&cfg.NATSPrefix, "nats-subject-prefix", "trackd", "subject prefix: subjects are <prefix>.<region>.<workspace>.<operation>")
 	fs.IntVar(&cfg.NATSReplicas, "nats-replicas", 1, "stream replicas when trackd creates the stream (3 for a cluster)")
 	fs.DurationVar(&cfg.NATSDedup, "nats-dedup-window", 0, "JetStream duplicate window for a stream trackd creates (0: 1s for the embedded server, whose memory it bounds, as the sink's resume check drops resends after a crash; 2m for --nats-url)")
+
+	fs.DurationVar(&cfg.NATSMaxAge, "nats-max-age", 0, "how long the JetStream stream keeps messages; consumers must read within it (0: 7 days; applied to the embedded stream at every start, and to an existing --nats-url stream only when set)")
+	fs.Var(&cfg.NATSMaxBytes, "nats-max-bytes", "cap on the JetStream stream's size, past which its oldest messages are discarded (0: no cap of its own: the JetStream store's limit applies, and once the store is full publishes fail and records wait in the spool; applied to the embedded stream at every start, and to an existing --nats-url stream only when set)")
 
 	fs.StringVar(&cfg.HTTPURL, "http-url", "", "also forward to this HTTP endpoint (CloudEvents over HTTP)")
 	fs.StringVar(&cfg.HTTPMode, "http-mode", "batch", "batch (one POST of a CloudEvents JSON array per batch) or single (one POST per record)")
@@ -401,6 +406,12 @@ func (c *serveConfig) validate() []string {
 	}
 	if c.NATSDedup < 0 {
 		p = append(p, "--nats-dedup-window: must not be negative")
+	}
+	if c.NATSMaxAge < 0 || (c.NATSMaxAge > 0 && c.NATSMaxAge < time.Minute) {
+		p = append(p, "--nats-max-age: at least 1m (or 0 for the default)")
+	}
+	if c.NATSMaxBytes != 0 && c.NATSMaxBytes < 16<<20 {
+		p = append(p, "--nats-max-bytes: at least 16MiB (or 0 for no cap)")
 	}
 	if c.HTTPURL != "" {
 		if u, err := url.Parse(c.HTTPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

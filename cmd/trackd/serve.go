@@ -662,6 +662,7 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			},
 			Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSPrefix, Replicas: cfg.NATSReplicas,
 			DuplicateWindow: dedup, Logger: log.With("component", "jetstream"),
+			MaxAge: cfg.NATSMaxAge, MaxBytes: int64(cfg.NATSMaxBytes),
 		}
 		dests = append(dests, destination{jetstream.DefaultName, func(ctx context.Context) (sink.Sink, error) {
 			select {
@@ -675,6 +676,10 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 			// an older stream's longer window is shortened, unless the
 			// window was configured.
 			o.ShrinkDuplicateWindow = nats.emb != nil && cfg.NATSDedup == 0
+			// The embedded stream is trackd's own: it follows the flags,
+			// defaults included. An external one only where they are set.
+			o.ApplyMaxAge = nats.emb != nil || cfg.NATSMaxAge > 0
+			o.ApplyMaxBytes = nats.emb != nil || cfg.NATSMaxBytes > 0
 			return jetstream.New(ctx, o)
 		}})
 	}

@@ -208,6 +208,28 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
+// TestNATSLimitsConfig: --nats-max-age and --nats-max-bytes parse, default
+// to 0 (the sink's defaults) and refuse values too small to be meant.
+func TestNATSLimitsConfig(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	cfg, err := loadServeConfig([]string{"--nats-max-age", "72h", "--nats-max-bytes", "10GiB"}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATSMaxAge != 72*time.Hour || cfg.NATSMaxBytes != 10<<30 {
+		t.Fatalf("max age %v, max bytes %d", cfg.NATSMaxAge, cfg.NATSMaxBytes)
+	}
+	if cfg, err = loadServeConfig(nil, noEnv, io.Discard); err != nil || cfg.NATSMaxAge != 0 || cfg.NATSMaxBytes != 0 {
+		t.Fatalf("defaults: %v, %v, %d", err, cfg.NATSMaxAge, cfg.NATSMaxBytes)
+	}
+	_, err = loadServeConfig([]string{"--nats-max-age", "30s", "--nats-max-bytes", "1MiB"}, noEnv, io.Discard)
+	for _, want := range []string{"--nats-max-age: at least 1m", "--nats-max-bytes: at least 16MiB"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want it to contain %q", err, want)
+		}
+	}
+}
+
 // testClient bounds every request of the tests: a server that stops
 // answering fails the test instead of hanging it.
 var testClient = &http.Client{Timeout: 30 * time.Second}

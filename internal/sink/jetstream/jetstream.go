@@ -192,6 +192,11 @@ type Options struct {
 	// server's JetStream storage limit). At the cap the oldest messages
 	// are discarded (limits retention).
 	MaxBytes int64
+	// ApplyMaxAge and ApplyMaxBytes make New set an existing stream's
+	// MaxAge or MaxBytes to the configured one when it differs (the
+	// operator changed it); otherwise both apply only to a stream New
+	// creates.
+	ApplyMaxAge, ApplyMaxBytes bool
 	// MaxPending bounds the publishes awaiting an ack, over all Sends;
 	// default DefaultMaxPending.
 	MaxPending int
@@ -588,7 +593,29 @@ func ensureStream(ctx context.Context, js natsjs.JetStream, o *Options) (async b
 		o.Logger.Info("jetstream: shortened the stream's duplicate window (its message IDs are kept in memory)",
 			"stream", o.Stream, "was", was, "now", o.DuplicateWindow)
 	}
-	return async, nil
+	return async, applyLimits(ctx, js, cfg, o)
+}
+
+// applyLimits sets an existing stream's MaxAge and MaxBytes to the
+// configured ones where Options.ApplyMaxAge / ApplyMaxBytes ask for it.
+func applyLimits(ctx context.Context, js natsjs.JetStream, cfg natsjs.StreamConfig, o *Options) error {
+	want := streamConfig(o)
+	was := cfg
+	if o.ApplyMaxAge {
+		cfg.MaxAge = want.MaxAge
+	}
+	if o.ApplyMaxBytes {
+		cfg.MaxBytes = want.MaxBytes
+	}
+	if cfg.MaxAge == was.MaxAge && cfg.MaxBytes == was.MaxBytes {
+		return nil
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("jetstream: set stream %s's limits (max age %s, max bytes %d): %w", o.Stream, cfg.MaxAge, cfg.MaxBytes, err)
+	}
+	o.Logger.Info("jetstream: changed the stream's limits", "stream", o.Stream,
+		"max_age", cfg.MaxAge.String(), "was_max_age", was.MaxAge.String(), "max_bytes", cfg.MaxBytes, "was_max_bytes", was.MaxBytes)
+	return nil
 }
 
 // AsyncPersist reports whether the stream is in async persist mode (see

@@ -404,6 +404,41 @@ func TestShrinkDuplicateWindow(t *testing.T) {
 	}
 }
 
+// TestApplyLimits: an existing stream's max age and max bytes follow the
+// options where ApplyMaxAge / ApplyMaxBytes say so (0 bytes: no cap), and
+// are left alone otherwise.
+func TestApplyLimits(t *testing.T) {
+	const existingAge, existingBytes = 48 * time.Hour, 1 << 30
+	for _, tc := range []struct {
+		name      string
+		opts      Options
+		wantAge   time.Duration
+		wantBytes int64
+	}{
+		{"not applied", Options{MaxAge: time.Hour, MaxBytes: 64 << 20}, existingAge, existingBytes},
+		{"both", Options{MaxAge: time.Hour, MaxBytes: 64 << 20, ApplyMaxAge: true, ApplyMaxBytes: true}, time.Hour, 64 << 20},
+		{"age only", Options{MaxAge: time.Hour, MaxBytes: 64 << 20, ApplyMaxAge: true}, time.Hour, existingBytes},
+		{"defaults", Options{ApplyMaxAge: true, ApplyMaxBytes: true}, DefaultMaxAge, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startEmbedded(t, "", "")
+			js := rawJS(t, e.ClientURL())
+			if _, err := js.CreateStream(testCtx(t), natsjs.StreamConfig{Name: DefaultStream, Subjects: []string{"trackd.>"},
+				Duplicates: time.Minute, MaxAge: existingAge, MaxBytes: existingBytes}); err != nil {
+				t.Fatal(err)
+			}
+			newSink(t, e.ClientURL(), tc.opts)
+			st, err := js.Stream(testCtx(t), DefaultStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := st.CachedInfo().Config; c.MaxAge != tc.wantAge || c.MaxBytes != tc.wantBytes {
+				t.Fatalf("max age %v, max bytes %d; want %v, %d", c.MaxAge, c.MaxBytes, tc.wantAge, tc.wantBytes)
+			}
+		})
+	}
+}
+
 func TestVerifyStream(t *testing.T) {
 	ok := natsjs.StreamConfig{Subjects: []string{"trackd.>"}, Duplicates: time.Minute, Replicas: 1}
 	for _, tc := range []struct {
