@@ -78,7 +78,7 @@ var nodeCalls = []nodeCall{
 			body: `{"type":"person","action":"identify","identifiers":{"id":"node-batch-1"},"attributes":{"plan":"free"}}`},
 		{op: "v2.person.event", meta: map[string]string{"batch_index": "1", "identifiers": `{"email":"node-batch-2@example.com"}`, "timestamp": "1700000004"},
 			body: `{"type":"person","action":"event","identifiers":{"email":"node-batch-2@example.com"},"name":"node-batch-event","timestamp":1700000004,"attributes":{"n":1}}`},
-		{op: "v2.object.identify", meta: map[string]string{"batch_index": "2", "identifiers": `{"object_type_id":"1","object_id":"node-batch-object-1"}`},
+		{op: "v2.object.identify", meta: map[string]string{"batch_index": "2", "identifiers": `{"object_id":"node-batch-object-1","object_type_id":"1"}`},
 			body: `{"type":"object","action":"identify","identifiers":{"object_type_id":"1","object_id":"node-batch-object-1"},"attributes":{"name":"Acme"},"cio_relationships":[{"identifiers":{"id":"node-batch-1"}}]}`},
 		{op: "v2.delivery.event", meta: map[string]string{"batch_index": "3", "identifiers": `{"id":"node-batch-delivery-1"}`},
 			body: `{"type":"delivery","action":"event","identifiers":{"id":"node-batch-delivery-1"},"name":"opened","attributes":{"device_token":"node-batch-token-1"}}`},

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/trackd/trackd/internal/spool"
 )
@@ -104,7 +105,7 @@ func Source(region, workspace string) string {
 }
 
 // Subject is who the event is about: the v1 path identifier (person ID,
-// email or cio_ id), else the v2 identifiers object as sent (compact JSON),
+// email or cio_ id), else the v2 identifiers object (canonical JSON),
 // else the delivery ID or anonymous ID; empty if none.
 func Subject(r *spool.Record) string {
 	for _, k := range []string{"identifier", "identifiers", "delivery_id", "anonymous_id"} {
@@ -138,9 +139,9 @@ func Structured(r *spool.Record) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, a.Name)
+		b = AppendJSONString(b, a.Name)
 		b = append(b, ':')
-		b = appendJSONString(b, a.Value)
+		b = AppendJSONString(b, a.Value)
 	}
 	switch {
 	case len(r.Body) == 0:
@@ -155,15 +156,53 @@ func Structured(r *spool.Record) []byte {
 	return append(b, '}')
 }
 
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			enc, _ := json.Marshal(s) // the general case
-			return append(b, enc...)
-		}
-	}
+// AppendJSONString appends s as a JSON string, escaping only what JSON
+// requires (quote, backslash, control characters) plus U+2028 and U+2029;
+// invalid UTF-8 becomes U+FFFD, as encoding/json writes it.
+func AppendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
 	b = append(b, '"')
-	b = append(b, s...)
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
 	return append(b, '"')
 }
 

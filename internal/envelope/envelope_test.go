@@ -65,3 +65,29 @@ func TestStructuredEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendJSONString: the output is what encoding/json decodes back to the
+// input (U+FFFD for invalid UTF-8), with no needless escapes.
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range []string{"", "plain", `a"b\c`, "<a&b>", "tab\tnl\ncr\r\x00\x1f\x7f", "é ü 日本 🎉", "\u2028\u2029", "bad\xffutf8\xc3"} {
+		got := AppendJSONString([]byte("x"), s)
+		if got[0] != 'x' {
+			t.Fatalf("prefix lost: %q", got)
+		}
+		var back string
+		if err := json.Unmarshal(got[1:], &back); err != nil {
+			t.Fatalf("%q: %s: %v", s, got[1:], err)
+		}
+		ref, _ := json.Marshal(s) // encoding/json's reading of s
+		var want string
+		if err := json.Unmarshal(ref, &want); err != nil {
+			t.Fatal(err)
+		}
+		if back != want {
+			t.Errorf("%q: decoded %q, want %q", s, back, want)
+		}
+	}
+	if got := string(AppendJSONString(nil, `<a&b> "q"`)); got != `"<a&b> \"q\""` {
+		t.Errorf("got %s", got)
+	}
+}

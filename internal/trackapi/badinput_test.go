@@ -159,6 +159,29 @@ func TestBadInput(t *testing.T) {
 		{name: "v2 device token missing", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_device","identifiers":{"id":"1"},"device":{"platform":"ios"}}`}, status: 400, reason: "missing_field", shape: "v2", field: "device.token"},
 		{name: "v2 batch missing", req: req{method: "POST", path: "/api/v2/batch", body: `{}`}, status: 400, reason: "missing_field", shape: "v2", field: "batch"},
 		{name: "v2 batch empty array", req: req{method: "POST", path: "/api/v2/batch", body: `{"batch":[]}`}, status: 400, reason: "invalid_field", shape: "v2", field: "batch"},
+		// blank path identifiers, as a blank v2 identifier
+		{name: "identify blank path id", req: req{method: "PUT", path: "/api/v1/customers/%20%20", body: `{}`}, status: 400, reason: "missing_field", shape: "v1", field: "identifier"},
+		{name: "track blank path id", req: req{method: "POST", path: "/api/v1/customers/%09/events", body: `{"name":"x"}`}, status: 400, reason: "missing_field", shape: "v1", field: "identifier"},
+		// timestamps are integers (OpenAPI: "type": "integer")
+		{name: "track fractional timestamp", req: req{method: "POST", path: track, body: `{"name":"x","timestamp":1700000000.5}`}, status: 400, reason: "invalid_type", shape: "v1", field: "timestamp"},
+		{name: "track exponent timestamp", req: req{method: "POST", path: track, body: `{"name":"x","timestamp":1e9}`}, status: 400, reason: "invalid_type", shape: "v1", field: "timestamp"},
+		{name: "track huge timestamp", req: req{method: "POST", path: track, body: `{"name":"x","timestamp":1234567890123456789012}`}, status: 400, reason: "invalid_type", shape: "v1", field: "timestamp"},
+		{name: "identify fractional _timestamp", req: req{method: "PUT", path: identify, body: `{"_timestamp":1.5}`}, status: 400, reason: "invalid_type", shape: "v1", field: "_timestamp"},
+		{name: "metric fractional timestamp", req: req{method: "POST", path: "/api/v1/metrics", auth: "-", body: `{"delivery_id":"d","metric":"delivered","timestamp":2.5}`}, status: 400, reason: "invalid_type", shape: "v1", field: "timestamp"},
+		{name: "v2 fractional timestamp", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"event","name":"x","identifiers":{"id":"1"},"timestamp":1700000000.25}`}, status: 400, reason: "invalid_type", shape: "v2", field: "timestamp"},
+		{name: "device fractional last_used", req: req{method: "PUT", path: identify + "/devices", body: `{"device":{"id":"t","platform":"ios","last_used":1.5}}`}, status: 400, reason: "invalid_type", shape: "v1", field: "last_used"},
+		{name: "v2 device last_used word", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_device","identifiers":{"id":"1"},"device":{"token":"t","platform":"ios","last_used":"yesterday"}}`}, status: 400, reason: "invalid_type", shape: "v2", field: "device.last_used"},
+		{name: "v2 device last_used object", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_device","identifiers":{"id":"1"},"device":{"token":"t","platform":"ios","last_used":{"a":1}}}`}, status: 400, reason: "invalid_type", shape: "v2", field: "device.last_used"},
+		// relationship and subscription structures
+		{name: "v2 relationships not objects", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_relationships","identifiers":{"id":"1"},"cio_relationships":[1,"x",null]}`}, status: 400, reason: "invalid_type", shape: "v2", field: "cio_relationships[0]"},
+		{name: "v2 relationships empty", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_relationships","identifiers":{"id":"1"},"cio_relationships":[]}`}, status: 400, reason: "missing_field", shape: "v2", field: "cio_relationships"},
+		{name: "v2 relationship without identifiers", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_relationships","identifiers":{"id":"1"},"cio_relationships":[{"relationship_attributes":{}}]}`}, status: 400, reason: "missing_field", shape: "v2", field: "cio_relationships[0].identifiers"},
+		{name: "v2 relationship blank identifier", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"object","action":"add_relationships","identifiers":{"object_type_id":"1","object_id":"o"},"cio_relationships":[{"identifiers":{"id":" "}}]}`}, status: 400, reason: "missing_field", shape: "v2", field: "cio_relationships[0].identifiers.id"},
+		{name: "identify relationships string", req: req{method: "PUT", path: identify, body: `{"cio_relationships":"x"}`}, status: 400, reason: "invalid_type", shape: "v1", field: "cio_relationships"},
+		{name: "identify relationships bad action", req: req{method: "PUT", path: identify, body: `{"cio_relationships":{"action":"nope","relationships":[{"identifiers":{"cio_object_id":"o1"}}]}}`}, status: 400, reason: "invalid_field", shape: "v1", field: "cio_relationships.action"},
+		{name: "identify relationships missing list", req: req{method: "PUT", path: identify, body: `{"cio_relationships":{"action":"add_relationships"}}`}, status: 400, reason: "missing_field", shape: "v1", field: "cio_relationships.relationships"},
+		{name: "identify subscription preferences string", req: req{method: "PUT", path: identify, body: `{"cio_subscription_preferences":"x"}`}, status: 400, reason: "invalid_type", shape: "v1", field: "cio_subscription_preferences"},
+		{name: "identify subscription topic not bool", req: req{method: "PUT", path: identify, body: `{"cio_subscription_preferences":{"topics":{"topic_1":"yes"}}}`}, status: 400, reason: "invalid_type", shape: "v1", field: "topics.topic_1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -210,7 +233,10 @@ func TestFieldLimitBoundaries(t *testing.T) {
 		{method: "PUT", path: "/api/v1/customers/" + long(150), body: `{"` + long(150) + `":"` + long(1000) + `"}`},
 		{method: "PUT", path: "/api/v1/customers/x", body: attrs(300)},
 		{method: "POST", path: "/api/v1/customers/x/events", body: `{"name":"` + long(100) + `"}`},
-		{method: "PUT", path: "/api/v1/customers/x", body: `{"cio_relationships":{"action":"add_relationships","relationships":[{"identifiers":{"object_type_id":"1","object_id":"` + long(1500) + `"}}]}}`},
+		// The structure may exceed the attribute value limit (here ~2.5 KB); its identifiers
+		// keep theirs (150 B).
+		{method: "PUT", path: "/api/v1/customers/x", body: `{"cio_relationships":{"action":"add_relationships","relationships":[` +
+			strings.TrimSuffix(strings.Repeat(`{"identifiers":{"object_type_id":"1","object_id":"`+long(150)+`"}},`, 15), ",") + `]}}`},
 	} {
 		if got := f.do(t, r); got.status != 200 {
 			t.Errorf("%s %.60s: %d %s", r.method, r.path, got.status, got.body)
@@ -614,5 +640,31 @@ func TestRefusedBodyNotAwaitedForever(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
 		t.Errorf("after the answer: %v, want the connection closed (EOF)", err)
+	}
+}
+
+// TestAcceptedEdgeValues: values next to the refused ones above that the
+// API documents as valid are stored.
+func TestAcceptedEdgeValues(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, r := range []req{
+		{method: "POST", path: "/api/v1/customers/u1/events", body: `{"name":"x","timestamp":1700000000}`},
+		{method: "POST", path: "/api/v1/customers/u1/events", body: `{"name":"x","timestamp":-86400}`},
+		{method: "PUT", path: "/api/v1/customers/u1", body: `{"_timestamp":1700000000,"cio_subscription_preferences":{"topics":{"topic_1":true,"topic_2":false}}}`},
+		{method: "PUT", path: "/api/v1/customers/u1", body: `{"cio_relationships":{"action":"delete_relationships","relationships":[{"identifiers":{"cio_object_id":"o1"},"relationship_attributes":{"role":"admin"}}]}}`},
+		{method: "PUT", path: "/api/v1/customers/u1", body: `{"cio_relationships":null,"cio_subscription_preferences":null}`},
+		{method: "PUT", path: "/api/v1/customers/u1/devices", body: `{"device":{"id":"t","platform":"ios","last_used":1700000000}}`},
+		{method: "POST", path: "/api/v1/metrics", auth: "-", body: `{"delivery_id":"d","metric":"delivered","recipient":15551234567}`},
+		{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_device","identifiers":{"id":"1"},"device":{"token":"t","platform":"ios","last_used":1700000000}}`},
+		{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_device","identifiers":{"id":"1"},"device":{"token":"t","platform":"android","last_used":"1700000000"}}`},
+		{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_relationships","identifiers":{"id":"1"},"cio_relationships":[{"identifiers":{"object_type_id":"1","object_id":"acme"},"relationship_attributes":{"role":"admin"}}]}`},
+		{method: "POST", path: "/api/v2/entity", body: `{"type":"object","action":"add_relationships","identifiers":{"object_type_id":"1","object_id":"acme"},"cio_relationships":[{"identifiers":{"id":"42"}},{"identifiers":{"email":"a@example.com"}}]}`},
+	} {
+		if got := f.do(t, r); got.status != 200 {
+			t.Errorf("%s %s %s: %d %s", r.method, r.path, r.body, got.status, got.body)
+		}
+		if n := len(f.store.take()); n != 1 {
+			t.Errorf("%s %s %s: stored %d records", r.method, r.path, r.body, n)
+		}
 	}
 }

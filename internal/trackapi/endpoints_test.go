@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/trackd/trackd/internal/spool"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/trackd/trackd/internal/spool"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -434,5 +435,40 @@ func TestSuccessIsOnlyAfterAppend(t *testing.T) {
 	close(gate)
 	if r := <-done; r.status != http.StatusOK {
 		t.Fatalf("status %d", r.status)
+	}
+}
+
+// TestIdentifiersCanonical: the identifiers attribute (the subject, so the
+// Kafka key) is one string per person or object however the client spaced,
+// ordered or escaped the object; the body stays byte for byte.
+func TestIdentifiersCanonical(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, tc := range []struct {
+		want     string
+		variants []string
+	}{
+		{`{"id":"42"}`, []string{`{"id":"42"}`, `{ "id" : "42" }`, "{\n\t\"id\": \"42\"\n}", `{"id":"4\u0032"}`, `{"\u0069d":"42"}`}},
+		{`{"object_id":"acme","object_type_id":"1"}`, []string{`{"object_type_id":"1","object_id":"acme"}`, `{"object_id": "acme", "object_type_id": "1"}`}},
+		{`{"email":"a\"b<c>@example.com"}`, []string{`{"email":"a\"b<c>@example.com"}`, `{"email":"a\u0022b\u003cc\u003e@example.com"}`}},
+	} {
+		for _, v := range tc.variants {
+			body := `{"type":"person","action":"identify","identifiers":` + v + `}`
+			if strings.Contains(tc.want, "object_id") {
+				body = `{"type":"object","action":"identify","identifiers":` + v + `}`
+			}
+			if got := f.do(t, req{method: "POST", path: "/api/v2/entity", body: body}); got.status != 200 {
+				t.Fatalf("%s: %d %s", body, got.status, got.body)
+			}
+			recs := f.store.take()
+			if len(recs) != 1 {
+				t.Fatalf("%s: stored %d", body, len(recs))
+			}
+			if got, _ := recs[0].Get("identifiers"); got != tc.want {
+				t.Errorf("%s: identifiers %s, want %s", v, got, tc.want)
+			}
+			if string(recs[0].Body) != body {
+				t.Errorf("body %q, want %q", recs[0].Body, body)
+			}
+		}
 	}
 }

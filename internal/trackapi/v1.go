@@ -67,7 +67,7 @@ func (ex *exchange) one(op, id string, extra []spool.KV) ([]spool.Record, *apiEr
 // pathIdent checks a path parameter used as an identifier.
 func (ex *exchange) pathIdent(name string, max int) (string, *apiError) {
 	v := ex.r.PathValue(name)
-	if v == "" {
+	if isBlank([]byte(v)) { // "" or only spaces (%20): no identifier, as in v2
 		return "", errMissing(name)
 	}
 	if !utf8.ValidString(v) {
@@ -121,6 +121,53 @@ func reservedAttr(k []byte) bool {
 	return keyIs(k, "cio_relationships") || keyIs(k, "cio_subscription_preferences")
 }
 
+// reservedValue checks the structure of a reservedAttr value (null is
+// accepted: no change): cio_relationships is {"action": add_relationships
+// or delete_relationships, "relationships": [...]} (see relationships);
+// cio_subscription_preferences is an object whose "topics", if any, is an
+// object of booleans.
+func (ex *exchange) reservedValue(field string, k, v []byte) *apiError {
+	if kind(v) == 'n' {
+		return nil
+	}
+	if kind(v) != '{' {
+		return errType(field, "an object")
+	}
+	m := newMembers(v)
+	if keyIs(k, "cio_relationships") {
+		var rels []byte
+		for mk, mv, ok := m.next(); ok; mk, mv, ok = m.next() {
+			switch {
+			case keyIs(mk, "action"):
+				if !oneOf(mv, []string{"add_relationships", "delete_relationships"}) {
+					return errInvalid(field+".action", "must be add_relationships or delete_relationships")
+				}
+			case keyIs(mk, "relationships"):
+				rels = mv
+			}
+		}
+		if rels == nil || kind(rels) == 'n' {
+			return errMissing(field + ".relationships")
+		}
+		return ex.relationships(field+".relationships", rels)
+	}
+	for mk, mv, ok := m.next(); ok; mk, mv, ok = m.next() {
+		if !keyIs(mk, "topics") || kind(mv) == 'n' {
+			continue
+		}
+		if kind(mv) != '{' {
+			return errType(field+".topics", "an object")
+		}
+		tm := newMembers(mv)
+		for tk, tv, ok := tm.next(); ok; tk, tv, ok = tm.next() {
+			if kind(tv) != 't' && kind(tv) != 'f' {
+				return errType(field+".topics."+unescape(tk), "a boolean")
+			}
+		}
+	}
+	return nil
+}
+
 // checkAttrs validates an attributes object: number of keys, key lengths,
 // value lengths. prefix names the object in error fields.
 func (ex *exchange) checkAttrs(obj []byte, prefix string, exempt func([]byte) bool) *apiError {
@@ -148,6 +195,9 @@ func (ex *exchange) checkAttrs(obj []byte, prefix string, exempt func([]byte) bo
 			return errTooLong(fieldName(prefix, k), lim.AttributeName)
 		}
 		if exempt != nil && exempt(k) {
+			if e := ex.reservedValue(fieldName(prefix, k), k, v); e != nil {
+				return e
+			}
 			continue
 		}
 		vl := len(v)
@@ -176,7 +226,7 @@ func handleIdentify(ex *exchange) ([]spool.Record, *apiError) {
 		for k, v, ok := m.next(); ok; k, v, ok = m.next() {
 			switch {
 			case keyIs(k, "_timestamp"):
-				if kind(v) != '0' {
+				if !isUnixTime(v) {
 					return nil, errType("_timestamp", "a unix timestamp (integer)")
 				}
 				ts = string(v)
@@ -258,7 +308,7 @@ func (ex *exchange) eventFields(anonymous bool) (id, ts, anonID string, e *apiEr
 			}
 			id = clientID(v)
 		case keyIs(k, "timestamp"):
-			if kind(v) != '0' {
+			if !isUnixTime(v) {
 				return "", "", "", errType("timestamp", "a unix timestamp (integer)")
 			}
 			ts = string(v)
@@ -357,6 +407,9 @@ func handleAddDevice(ex *exchange) ([]spool.Record, *apiError) {
 			// A unix timestamp; the Go client sends it as a string.
 			switch kind(v) {
 			case '0':
+				if !isUnixTime(v) {
+					return nil, errType("device.last_used", "a unix timestamp")
+				}
 				ts = string(v)
 			case '"':
 				if !isDigits(v[1 : len(v)-1]) {
@@ -387,6 +440,17 @@ func handleAddDevice(ex *exchange) ([]spool.Record, *apiError) {
 	}
 	extra := [...]spool.KV{{Key: "identifier", Value: ident}, {Key: "device_id", Value: metaClean(devID)}, {Key: "timestamp", Value: ts}}
 	return ex.one("v1.device.add", "", extra[:])
+}
+
+// isUnixTime reports whether the JSON value v is an integer literal that
+// fits a unix timestamp (int64): no fraction, no exponent, as the API's
+// integer fields require (a Go back end decoding into int64 refuses the
+// rest).
+func isUnixTime(v []byte) bool {
+	if len(v) > 0 && v[0] == '-' {
+		v = v[1:]
+	}
+	return len(v) <= 18 && isDigits(v)
 }
 
 func isDigits(b []byte) bool {
@@ -571,10 +635,16 @@ func (ex *exchange) deliveryFields(nameField string, names []string) (delivery, 
 			}
 			hasName = true
 		case keyIs(k, "timestamp"):
-			if kind(v) != '0' {
+			if !isUnixTime(v) {
 				return "", "", errType("timestamp", "a unix timestamp (integer)")
 			}
 			ts = string(v)
+		case keyIs(k, "recipient") && kind(v) == '0':
+			// An SMS recipient may be a number (the OpenAPI document's SMS
+			// metric declares an integer).
+			if !isDigits(v) {
+				return "", "", errType("recipient", "a string or a phone number (integer)")
+			}
 		case keyIs(k, "recipient"), keyIs(k, "reason"), keyIs(k, "href"), keyIs(k, "device_id"):
 			if kind(v) != '"' && kind(v) != 'n' {
 				return "", "", errType(unescape(k), "a string")

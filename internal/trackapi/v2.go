@@ -3,8 +3,11 @@ package trackapi
 import (
 	"bytes"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/trackd/trackd/internal/envelope"
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -79,7 +82,7 @@ func (ex *exchange) checkItem(b []byte) (v2Item, *apiError) {
 			}
 			it.id = clientID(v)
 		case keyIs(k, "timestamp"):
-			if kind(v) != '0' {
+			if !isUnixTime(v) {
 				return it, errType("timestamp", "a unix timestamp (integer)")
 			}
 			it.ts = string(v)
@@ -125,7 +128,7 @@ func (ex *exchange) checkItem(b []byte) (v2Item, *apiError) {
 		if e != nil {
 			return it, e
 		}
-		it.identifiers = string(idents)
+		it.identifiers = canonicalIdentifiers(idents)
 	}
 
 	// attributes
@@ -191,10 +194,70 @@ func (ex *exchange) checkItem(b []byte) (v2Item, *apiError) {
 			return it, errMissing("cio_relationships")
 		}
 	}
-	if rels != nil && kind(rels) != 'n' && kind(rels) != '[' {
-		return it, errType("cio_relationships", "an array")
+	if rels != nil && kind(rels) != 'n' {
+		if e := ex.relationships("cio_relationships", rels); e != nil {
+			return it, e
+		}
 	}
 	return it, nil
+}
+
+// relationships checks a relationship list: a non-empty array of objects,
+// each with an identifiers object of one or more non-blank string (or
+// number) values, and optionally relationship_attributes, an object of
+// attributes.
+func (ex *exchange) relationships(field string, v []byte) *apiError {
+	if kind(v) != '[' {
+		return errType(field, "an array")
+	}
+	n := 0
+	el := newElements(v)
+	for rel, ok := el.next(); ok; rel, ok = el.next() {
+		at := field + "[" + strconv.Itoa(n) + "]"
+		n++
+		if kind(rel) != '{' {
+			return errType(at, "an object")
+		}
+		var idents []byte
+		m := newMembers(rel)
+		for k, val, ok := m.next(); ok; k, val, ok = m.next() {
+			switch {
+			case keyIs(k, "identifiers"):
+				idents = val
+			case keyIs(k, "relationship_attributes"):
+				switch kind(val) {
+				case 'n':
+				case '{':
+					if e := ex.checkAttrs(val, at+".relationship_attributes", nil); e != nil {
+						return e
+					}
+				default:
+					return errType(at+".relationship_attributes", "an object")
+				}
+			}
+		}
+		if idents == nil || kind(idents) == 'n' {
+			return errMissing(at + ".identifiers")
+		}
+		if kind(idents) != '{' {
+			return errType(at+".identifiers", "an object")
+		}
+		keys := 0
+		im := newMembers(idents)
+		for k, val, ok := im.next(); ok; k, val, ok = im.next() {
+			keys++
+			if e := ex.identValue(at+".identifiers."+unescape(k), val, true); e != nil {
+				return e
+			}
+		}
+		if keys == 0 {
+			return errMissing(at + ".identifiers")
+		}
+	}
+	if n == 0 {
+		return errMissing(field)
+	}
+	return nil
 }
 
 func (ex *exchange) eventName(name []byte) *apiError {
@@ -320,6 +383,21 @@ func (ex *exchange) v2Device(v []byte, add bool) *apiError {
 				return errInvalid("device.platform", "must be ios or android")
 			}
 			platform = true
+		case keyIs(k, "last_used"):
+			// A unix timestamp, as in v1 (where the Go client sends a string).
+			switch kind(val) {
+			case 'n':
+			case '0':
+				if !isUnixTime(val) {
+					return errType("device.last_used", "a unix timestamp")
+				}
+			case '"':
+				if !isDigits(val[1 : len(val)-1]) {
+					return errType("device.last_used", "a unix timestamp")
+				}
+			default:
+				return errType("device.last_used", "a unix timestamp")
+			}
 		case keyIs(k, "attributes"):
 			switch kind(val) {
 			case 'n':
@@ -410,4 +488,37 @@ func handleBatch(ex *exchange) ([]spool.Record, *apiError) {
 		ex.partial = errs
 	}
 	return recs, nil
+}
+
+// canonicalIdentifiers returns a validated identifiers object as compact
+// JSON, its keys in order and its strings without needless escapes, so that
+// one person or object has one subject (and so one Kafka key and partition)
+// however the client spaced, ordered or escaped it.
+func canonicalIdentifiers(obj []byte) string {
+	type pair struct {
+		k string
+		v []byte
+	}
+	var buf [4]pair
+	ps := buf[:0]
+	m := newMembers(obj)
+	for k, v, ok := m.next(); ok; k, v, ok = m.next() {
+		ps = append(ps, pair{unescape(k), v})
+	}
+	slices.SortFunc(ps, func(a, b pair) int { return strings.Compare(a.k, b.k) })
+	b := make([]byte, 0, len(obj))
+	b = append(b, '{')
+	for i, p := range ps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = envelope.AppendJSONString(b, p.k)
+		b = append(b, ':')
+		if raw, ok := strRaw(p.v); ok {
+			b = envelope.AppendJSONString(b, unescape(raw))
+		} else {
+			b = append(b, p.v...)
+		}
+	}
+	return string(append(b, '}'))
 }
