@@ -74,6 +74,8 @@ func TestEndpointsSuccess(t *testing.T) {
 			wantStatus: 200, wantBody: "{}", wantOps: []string{"v1.unsubscribe"}, wantMeta: map[string]string{"delivery_id": "d1"}},
 		{name: "segment add", req: req{method: "POST", path: "/api/v1/segments/7/add_customers?id_type=email", body: `{"ids":["a@b.c","d@e.f"]}`},
 			wantStatus: 200, wantBody: "{}", wantOps: []string{"v1.segment.add"}, wantMeta: map[string]string{"segment_id": "7", "id_type": "email"}},
+		{name: "segment id normalised", req: req{method: "POST", path: "/api/v1/segments/+007/add_customers", body: `{"ids":["1"]}`},
+			wantStatus: 200, wantBody: "{}", wantOps: []string{"v1.segment.add"}, wantMeta: map[string]string{"segment_id": "7", "id_type": "id"}},
 		{name: "segment remove", req: req{method: "POST", path: "/api/v1/segments/7/remove_customers", body: `{"ids":["1"]}`},
 			wantStatus: 200, wantBody: "{}", wantOps: []string{"v1.segment.remove"}, wantMeta: map[string]string{"id_type": "id"}},
 		{name: "v2 entity person identify", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"identify","identifiers":{"id":"42"},"attributes":{"plan":"pro"},"timestamp":1700000000}`},

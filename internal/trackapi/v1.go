@@ -711,10 +711,12 @@ func handleUnsubscribe(ex *exchange) ([]spool.Record, *apiError) {
 func handleSegment(op string) handler {
 	return func(ex *exchange) ([]spool.Record, *apiError) {
 		lim := &ex.s.lim
-		seg := ex.r.PathValue("segment_id")
-		if n, err := strconv.ParseInt(seg, 10, 32); err != nil || n <= 0 {
+		segID, err := strconv.ParseInt(ex.r.PathValue("segment_id"), 10, 32)
+		if err != nil || segID <= 0 {
 			return nil, errInvalid("segment_id", "must be a positive integer")
 		}
+		seg := strconv.FormatInt(segID, 10) // one form per segment: "+7" and "007" are 7
+
 		idType := ex.r.URL.Query().Get("id_type")
 		switch idType {
 		case "", "id", "email", "cio_id":
