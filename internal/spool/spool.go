@@ -252,9 +252,12 @@ func (s *Spool) Report() Report { return s.report }
 func (s *Spool) Dir() string { return s.dir }
 
 // Append stores one group of records (one request) and returns when it is
-// durable: all of them or none. An error other than ctx's means none was
-// stored. If ctx ends while the commit is under way, Append returns ctx's
-// error and the group may or may not be stored.
+// durable: all of them or none; an error means none was stored. ctx is
+// consulted before the group is queued only: once queued, Append waits for
+// its commit (a sync) whatever ctx does, so that its answer is the truth
+// (a client that half-closes its connection cancels the request's context
+// while the group is being stored; answering 503 then would make it send
+// again a group that is stored).
 func (s *Spool) Append(ctx context.Context, recs []Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -306,12 +309,8 @@ func (s *Spool) Append(ctx context.Context, recs []Record) error {
 	s.pendBytes += int64(len(buf))
 	s.mu.Unlock()
 
-	select {
-	case <-b.done:
-		return b.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	<-b.done
+	return b.err
 }
 
 // admitLocked decides whether n more bytes may be queued.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -299,5 +300,40 @@ func TestBehind(t *testing.T) {
 		if b := s.Behind(r.Pos()); b != total-read {
 			t.Fatalf("after %d records: Behind = %d, want %d", i+1, b, total-read)
 		}
+	}
+}
+
+// TestAppendWaitsForItsCommit: a context cancelled while the group's commit
+// is under way does not make Append report failure: the group is stored,
+// and Append says so (an error would make the client send it again).
+func TestAppendWaitsForItsCommit(t *testing.T) {
+	inSync := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var block atomic.Bool
+	inj := func(op vfs.Op, name string) error {
+		if op == vfs.OpSync && block.Load() {
+			select {
+			case inSync <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return nil
+	}
+	s := mustOpen(t, t.TempDir(), Options{FS: vfs.NewErrorFS(vfs.OS{}, inj)})
+	defer s.Close()
+	block.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Append(ctx, []Record{{ID: "r1", Body: []byte(`{}`)}}) }()
+	<-inSync // the group is being synced
+	cancel()
+	block.Store(false)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("Append: %v, want nil: the group is stored", err)
+	}
+	if got := readAll(t, s); len(got) != 1 || got[0].ID != "r1" {
+		t.Fatalf("stored %v", got)
 	}
 }
