@@ -668,3 +668,48 @@ func TestAcceptedEdgeValues(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionsStarNoStray408: net/http answers "OPTIONS *" itself (a load
+// balancer's health check) and then cancels its pending read with a past
+// deadline; that is not a slow client, so no 408 may follow on the
+// connection, where a client would take it for its next request's answer.
+func TestOptionsStarNoStray408(t *testing.T) {
+	f := newFixture(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := trackapi.NewHTTPServer("", f.h, trackapi.Timeouts{ReadHeader: 5 * time.Second, Idle: 5 * time.Second}, discardLogger())
+	go srv.Serve(f.h.Listener(ln))
+	t.Cleanup(func() { srv.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("OPTIONS *: %d", res.StatusCode)
+	}
+	io.WriteString(c, "POST /api/v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 37\r\n\r\n{\"delivery_id\":\"d\",\"metric\":\"opened\"}")
+	res, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("X-Trackd-Reason") != "" {
+		t.Fatalf("the request after OPTIONS * got %d %s %s", res.StatusCode, res.Header.Get("X-Trackd-Reason"), body)
+	}
+	if n := len(f.store.take()); n != 1 {
+		t.Errorf("stored %d", n)
+	}
+}

@@ -174,6 +174,23 @@ type slowHeaderConn struct {
 	inHandler atomic.Bool // a request was handed to a handler and the connection is not idle yet
 	partial   atomic.Bool // bytes of a request not yet handed to a handler were read
 	answered  atomic.Bool // the 408 was written
+	// aborted: the last read deadline set was in the past, which is how
+	// net/http cancels a pending read (after answering a request itself,
+	// such as OPTIONS *), not a client being slow.
+	aborted atomic.Bool
+}
+
+// SetReadDeadline notes whether net/http is cancelling a read (a deadline
+// in the past) rather than bounding one.
+func (c *slowHeaderConn) SetReadDeadline(t time.Time) error {
+	c.aborted.Store(!t.IsZero() && t.Before(time.Now()))
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (c *slowHeaderConn) SetDeadline(t time.Time) error {
+	c.aborted.Store(!t.IsZero() && t.Before(time.Now()))
+	return c.Conn.SetDeadline(t)
 }
 
 // RouteUnknown is the route label of a request answered before its
@@ -207,7 +224,7 @@ func (c *slowHeaderConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.partial.Store(true)
 	}
-	if err != nil && c.partial.Load() && isTimeout(err) && c.answered.CompareAndSwap(false, true) {
+	if err != nil && c.partial.Load() && isTimeout(err) && !c.aborted.Load() && c.answered.CompareAndSwap(false, true) {
 		c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 		c.Conn.Write(response408)
 		c.obs.Served(RouteUnknown, "", http.StatusRequestTimeout, -1) // counted, not timed
