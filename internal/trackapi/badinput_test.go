@@ -162,6 +162,18 @@ func TestBadInput(t *testing.T) {
 		// blank path identifiers, as a blank v2 identifier
 		{name: "identify blank path id", req: req{method: "PUT", path: "/api/v1/customers/%20%20", body: `{}`}, status: 400, reason: "missing_field", shape: "v1", field: "identifier"},
 		{name: "track blank path id", req: req{method: "POST", path: "/api/v1/customers/%09/events", body: `{"name":"x"}`}, status: 400, reason: "missing_field", shape: "v1", field: "identifier"},
+		{name: "delete blank path id", req: req{method: "DELETE", path: "/api/v1/customers/%20"}, status: 400, reason: "missing_field", shape: "v1", field: "identifier"},
+		{name: "identify path id leading space", req: req{method: "PUT", path: "/api/v1/customers/%20h12", body: `{}`}, status: 400, reason: "invalid_field", shape: "v1", field: "identifier"},
+		{name: "identify path id CRLF", req: req{method: "PUT", path: "/api/v1/customers/a%0d%0ab", body: `{}`}, status: 400, reason: "invalid_field", shape: "v1", field: "identifier"},
+		{name: "identify path id NUL", req: req{method: "PUT", path: "/api/v1/customers/a%00b", body: `{}`}, status: 400, reason: "invalid_field", shape: "v1", field: "identifier"},
+		{name: "unsubscribe blank delivery", req: req{method: "POST", path: "/unsubscribe/%20", auth: "-", body: `{"unsubscribe":true}`}, status: 400, reason: "missing_field", shape: "v1", field: "delivery_id"},
+		// escaped blanks are blank
+		{name: "track escaped blank name", req: req{method: "POST", path: track, body: `{"name":"\u0020\u0020"}`}, status: 400, reason: "missing_field", shape: "v1", field: "name"},
+		{name: "v2 escaped blank identifier", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"identify","identifiers":{"id":"\u0020\t"}}`}, status: 400, reason: "missing_field", shape: "v2", field: "id"},
+		{name: "metric tab delivery_id", req: req{method: "POST", path: "/api/v1/metrics", auth: "-", body: `{"delivery_id":"\t","metric":"opened"}`}, status: 400, reason: "missing_field", shape: "v1", field: "delivery_id"},
+		{name: "form escaped blank email", req: req{method: "POST", path: "/api/v1/forms/f1/submit", body: `{"data":{"email":"\n"}}`}, status: 400, reason: "missing_field", shape: "v1", field: "email"},
+		{name: "segment escaped blank id", req: req{method: "POST", path: "/api/v1/segments/1/add_customers", body: `{"ids":["\u0020"]}`}, status: 400, reason: "missing_field", shape: "v1", field: "ids"},
+		{name: "device escaped blank id", req: req{method: "PUT", path: identify + "/devices", body: `{"device":{"id":"\u0020","platform":"ios"}}`}, status: 400, reason: "missing_field", shape: "v1", field: "device.id"},
 		// timestamps are integers (OpenAPI: "type": "integer")
 		{name: "track fractional timestamp", req: req{method: "POST", path: track, body: `{"name":"x","timestamp":1700000000.5}`}, status: 400, reason: "invalid_type", shape: "v1", field: "timestamp"},
 		{name: "track exponent timestamp", req: req{method: "POST", path: track, body: `{"name":"x","timestamp":1e9}`}, status: 400, reason: "invalid_type", shape: "v1", field: "timestamp"},

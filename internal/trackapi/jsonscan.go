@@ -3,6 +3,8 @@ package trackapi
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
+	"unicode"
 )
 
 // This file holds a small JSON validator and a walker over validated JSON.
@@ -433,11 +435,19 @@ func strRaw(v []byte) ([]byte, bool) {
 	return v[1 : len(v)-1], true
 }
 
-// isBlankString reports whether the raw contents are empty or only spaces.
+// isContent reports whether r is neither white space nor a control
+// character.
+func isContent(r rune) bool { return !unicode.IsSpace(r) && !unicode.IsControl(r) }
+
+// isBlank reports whether the raw contents of a JSON string (or a path
+// parameter) hold nothing but white space and control characters, escaped
+// ("\u0020", "\t") or not.
 func isBlank(raw []byte) bool {
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		return strings.IndexFunc(unescape(raw), isContent) < 0
+	}
 	for _, c := range raw {
-		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
-			// Escaped whitespace (\t, \n) counts as content; good enough.
+		if c > ' ' && c != 0x7f {
 			return false
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/trackd/trackd/internal/spool"
@@ -67,7 +69,7 @@ func (ex *exchange) one(op, id string, extra []spool.KV) ([]spool.Record, *apiEr
 // pathIdent checks a path parameter used as an identifier.
 func (ex *exchange) pathIdent(name string, max int) (string, *apiError) {
 	v := ex.r.PathValue(name)
-	if isBlank([]byte(v)) { // "" or only spaces (%20): no identifier, as in v2
+	if strings.IndexFunc(v, isContent) < 0 { // "" or only spaces (%20): no identifier, as in v2
 		return "", errMissing(name)
 	}
 	if !utf8.ValidString(v) {
@@ -75,6 +77,14 @@ func (ex *exchange) pathIdent(name string, max int) (string, *apiError) {
 	}
 	if len(v) > max {
 		return "", errTooLong(name, max)
+	}
+	// It travels as a header value (NATS trims white space at the ends and
+	// turns CR and LF into spaces), so it must survive that unchanged.
+	if strings.IndexFunc(v, unicode.IsControl) >= 0 {
+		return "", errInvalid(name, "must not contain control characters")
+	}
+	if strings.TrimSpace(v) != v {
+		return "", errInvalid(name, "must not begin or end with white space")
 	}
 	return v, nil
 }
@@ -280,7 +290,7 @@ func (ex *exchange) eventFields(anonymous bool) (id, ts, anonID string, e *apiEr
 				return "", "", "", errType("name", "a string")
 			}
 			name := bytes.TrimSpace(raw)
-			if len(name) == 0 {
+			if isBlank(name) {
 				return "", "", "", errMissing("name")
 			}
 			if strLen(name) > lim.EventName {

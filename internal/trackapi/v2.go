@@ -269,7 +269,7 @@ func (ex *exchange) eventName(name []byte) *apiError {
 		return errType("name", "a string")
 	}
 	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
+	if isBlank(raw) {
 		return errMissing("name")
 	}
 	if strLen(raw) > ex.s.lim.EventName {
