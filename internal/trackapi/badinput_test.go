@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -723,5 +724,58 @@ func TestOptionsStarNoStray408(t *testing.T) {
 	}
 	if n := len(f.store.take()); n != 1 {
 		t.Errorf("stored %d", n)
+	}
+}
+
+// TestBatchErrorsBounded: a batch of many invalid items is answered with
+// at most maxItemErrors (1000) item errors and one entry summing up the
+// rest, not one entry per item (a 500 KB batch of {} made a 15 MB answer).
+func TestBatchErrorsBounded(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, tc := range []struct {
+		name  string
+		valid bool // one valid item first: 207, else 400
+	}{{"all invalid", false}, {"partial", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			items := strings.TrimSuffix(strings.Repeat(`{},`, 5000), ",")
+			if tc.valid {
+				items = `{"type":"person","action":"identify","identifiers":{"id":"1"}},` + items
+			}
+			got := f.do(t, req{method: "POST", path: "/api/v2/batch", body: `{"batch":[` + items + `]}`})
+			want := 400
+			if tc.valid {
+				want = 207
+			}
+			if got.status != want {
+				t.Fatalf("status %d, want %d", got.status, want)
+			}
+			var res struct {
+				Errors []struct {
+					BatchIndex int    `json:"batch_index"`
+					Reason     string `json:"reason"`
+					Message    string `json:"message"`
+				} `json:"errors"`
+			}
+			if err := json.Unmarshal(got.body, &res); err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Errors) != 1001 {
+				t.Fatalf("%d errors listed, want 1000 and a summary", len(res.Errors))
+			}
+			off := 0
+			if tc.valid {
+				off = 1
+			}
+			last := res.Errors[1000]
+			if last.Reason != "too_many_errors" || last.BatchIndex != 1000+off || !strings.HasPrefix(last.Message, "4000 more items") {
+				t.Errorf("summary %+v", last)
+			}
+			if res.Errors[999].BatchIndex != 999+off {
+				t.Errorf("last listed error at %d", res.Errors[999].BatchIndex)
+			}
+			if n := len(f.store.take()); n != off {
+				t.Errorf("stored %d", n)
+			}
+		})
 	}
 }

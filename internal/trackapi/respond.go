@@ -25,6 +25,7 @@ const (
 	ReasonFieldTooLong        = "field_too_long"
 	ReasonTooManyAttributes   = "too_many_attributes"
 	ReasonMissingField        = "missing_field"
+	ReasonTooManyErrors       = "too_many_errors"
 	ReasonInvalidField        = "invalid_field"
 	ReasonRateLimited         = "rate_limited"
 	ReasonUnavailable         = "unavailable"

@@ -17,7 +17,8 @@
 //	207 v2 errors         batch: valid items stored, invalid listed by batch_index
 //	400 empty_body        no body, whitespace only, chunked with no data
 //	400 invalid_json, invalid_type, invalid_utf8, too_deep
-//	400 field_too_long, too_many_attributes, missing_field, invalid_field
+//	400 field_too_long, too_many_attributes, missing_field, invalid_field,
+//	    too_many_errors (a v2 batch entry standing for the item errors not listed)
 //	400 truncated_body    body shorter than Content-Length (connection closed)
 //	400 invalid_encoding  corrupt gzip; 400 read_error: other transport errors
 //	401 unauthorized

@@ -435,6 +435,12 @@ func handleEntity(ex *exchange) ([]spool.Record, *apiError) {
 	return []spool.Record{ex.v2Record(it, ex.storedBody(), "")}, nil
 }
 
+// maxItemErrors bounds the item errors a batch answer lists (a 500 KB
+// batch of empty objects is ~170k invalid items: listing each made a 15 MB
+// answer and ~25 MB of memory per request); the rest are summarised in one
+// more entry, reason too_many_errors.
+const maxItemErrors = 1000
+
 func handleBatch(ex *exchange) ([]spool.Record, *apiError) {
 	lim := &ex.s.lim
 	if kind(ex.body) != '{' {
@@ -457,19 +463,30 @@ func handleBatch(ex *exchange) ([]spool.Record, *apiError) {
 	owned := bytes.Clone(ex.body)
 	var recs []spool.Record
 	var errs []itemError
+	unlisted, firstUnlisted := 0, 0 // invalid items past maxItemErrors
+	refuse := func(e itemError) {
+		if len(errs) < maxItemErrors {
+			errs = append(errs, e)
+			return
+		}
+		if unlisted == 0 {
+			firstUnlisted = e.BatchIndex
+		}
+		unlisted++
+	}
 	el := newElements(batch)
 	idx := 0
 	for v, ok := el.next(); ok; v, ok = el.next() {
 		i := idx
 		idx++
 		if int64(len(v)) > lim.BatchItem {
-			errs = append(errs, itemError{BatchIndex: i, Reason: ReasonTooLarge, Field: "",
+			refuse(itemError{BatchIndex: i, Reason: ReasonTooLarge, Field: "",
 				Message: "item is larger than " + itoa(lim.BatchItem) + " bytes"})
 			continue
 		}
 		it, e := ex.checkItem(v)
 		if e != nil {
-			errs = append(errs, itemError{BatchIndex: i, Reason: e.reason, Field: e.field, Message: e.msg})
+			refuse(itemError{BatchIndex: i, Reason: e.reason, Field: e.field, Message: e.msg})
 			continue
 		}
 		start := cap(ex.body) - cap(v) // v is a subslice of ex.body
@@ -480,6 +497,11 @@ func handleBatch(ex *exchange) ([]spool.Record, *apiError) {
 	}
 	if idx == 0 {
 		return nil, errInvalid("batch", "must have at least one item")
+	}
+	if unlisted > 0 {
+		errs = append(errs, itemError{BatchIndex: firstUnlisted, Reason: ReasonTooManyErrors, Field: "batch",
+			Message: itoa(int64(unlisted)) + " more items are invalid, from this batch_index on; only the first " +
+				itoa(maxItemErrors) + " are listed"})
 	}
 	if len(recs) == 0 {
 		return nil, &apiError{status: http.StatusBadRequest, reason: errs[0].Reason, items: errs}
