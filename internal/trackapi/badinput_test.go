@@ -175,6 +175,10 @@ func TestBadInput(t *testing.T) {
 		{name: "form escaped blank email", req: req{method: "POST", path: "/api/v1/forms/f1/submit", body: `{"data":{"email":"\n"}}`}, status: 400, reason: "missing_field", shape: "v1", field: "email"},
 		{name: "segment escaped blank id", req: req{method: "POST", path: "/api/v1/segments/1/add_customers", body: `{"ids":["\u0020"]}`}, status: 400, reason: "missing_field", shape: "v1", field: "ids"},
 		{name: "device escaped blank id", req: req{method: "PUT", path: identify + "/devices", body: `{"device":{"id":"\u0020","platform":"ios"}}`}, status: 400, reason: "missing_field", shape: "v1", field: "device.id"},
+		{name: "anonymous blank id", req: req{method: "POST", path: "/api/v1/events", body: `{"name":"x","anonymous_id":"   "}`}, status: 400, reason: "invalid_field", shape: "v1", field: "anonymous_id"},
+		{name: "anonymous id CRLF", req: req{method: "POST", path: "/api/v1/events", body: `{"name":"x","anonymous_id":"a\r\nb"}`}, status: 400, reason: "invalid_field", shape: "v1", field: "anonymous_id"},
+		{name: "device id CRLF", req: req{method: "PUT", path: identify + "/devices", body: `{"device":{"id":"t\r\nX-Evil: 1","platform":"ios"}}`}, status: 400, reason: "invalid_field", shape: "v1", field: "device.id"},
+		{name: "metric delivery_id edge space", req: req{method: "POST", path: "/api/v1/metrics", auth: "-", body: `{"delivery_id":" d1","metric":"opened"}`}, status: 400, reason: "invalid_field", shape: "v1", field: "delivery_id"},
 		// timestamps are integers (OpenAPI: "type": "integer")
 		{name: "track fractional timestamp", req: req{method: "POST", path: track, body: `{"name":"x","timestamp":1700000000.5}`}, status: 400, reason: "invalid_type", shape: "v1", field: "timestamp"},
 		{name: "track exponent timestamp", req: req{method: "POST", path: track, body: `{"name":"x","timestamp":1e9}`}, status: 400, reason: "invalid_type", shape: "v1", field: "timestamp"},

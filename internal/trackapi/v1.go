@@ -78,15 +78,23 @@ func (ex *exchange) pathIdent(name string, max int) (string, *apiError) {
 	if len(v) > max {
 		return "", errTooLong(name, max)
 	}
-	// It travels as a header value (NATS trims white space at the ends and
-	// turns CR and LF into spaces), so it must survive that unchanged.
-	if strings.IndexFunc(v, unicode.IsControl) >= 0 {
-		return "", errInvalid(name, "must not contain control characters")
-	}
-	if strings.TrimSpace(v) != v {
-		return "", errInvalid(name, "must not begin or end with white space")
+	if e := headerSafe(name, v); e != nil {
+		return "", e
 	}
 	return v, nil
+}
+
+// headerSafe checks a value that travels as a header value (an attribute
+// of the envelope: NATS trims white space at the ends and turns CR and LF
+// into spaces), so that it reaches the back end unchanged.
+func headerSafe(field, v string) *apiError {
+	if strings.IndexFunc(v, unicode.IsControl) >= 0 {
+		return errInvalid(field, "must not contain control characters")
+	}
+	if strings.TrimSpace(v) != v {
+		return errInvalid(field, "must not begin or end with white space")
+	}
+	return nil
 }
 
 // clientID returns the client's dedup id if it is a ULID.
@@ -331,6 +339,12 @@ func (ex *exchange) eventFields(anonymous bool) (id, ts, anonID string, e *apiEr
 					return "", "", "", errTooLong("anonymous_id", lim.Identifier)
 				}
 				anonID = unescape(raw)
+				if len(raw) > 0 && isBlank(raw) {
+					return "", "", "", errInvalid("anonymous_id", "is blank")
+				}
+				if e := headerSafe("anonymous_id", anonID); e != nil {
+					return "", "", "", e
+				}
 			default:
 				return "", "", "", errType("anonymous_id", "a string")
 			}
@@ -408,6 +422,9 @@ func handleAddDevice(ex *exchange) ([]spool.Record, *apiError) {
 				return nil, errTooLong("device.id", lim.AttributeValue)
 			}
 			devID = unescape(raw)
+			if e := headerSafe("device.id", devID); e != nil {
+				return nil, e
+			}
 		case keyIs(k, "platform"):
 			if !isPlatform(v) {
 				return nil, errInvalid("device.platform", "must be ios or android")
@@ -639,6 +656,9 @@ func (ex *exchange) deliveryFields(nameField string, names []string) (delivery, 
 				return "", "", e
 			}
 			delivery, _ = strVal(v)
+			if e := headerSafe("delivery_id", delivery); e != nil {
+				return "", "", e
+			}
 		case keyIs(k, nameField):
 			if !oneOf(v, names) {
 				return "", "", errInvalid(nameField, "is not a known metric")
