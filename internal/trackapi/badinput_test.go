@@ -783,3 +783,52 @@ func TestBatchErrorsBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestMalformedRequestsAnsweredInJSON: what net/http refuses before any
+// handler (unparsable request line, headers over the limit, an unknown
+// transfer coding, no Host) is answered in the v1 JSON error shape with a
+// reason, and counted like every other answer.
+func TestMalformedRequestsAnsweredInJSON(t *testing.T) {
+	f := newFixture(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := trackapi.NewHTTPServer("", f.h, trackapi.Timeouts{ReadHeader: 5 * time.Second, Idle: 5 * time.Second}, discardLogger())
+	go srv.Serve(f.h.Listener(ln))
+	t.Cleanup(func() { srv.Close() })
+	for _, tc := range []struct {
+		name, raw string
+		status    int
+		reason    string
+	}{
+		{"garbage request line", "GARBAGE\r\n\r\n", 400, "bad_request"},
+		{"no host", "PUT /api/v1/customers/x HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400, "bad_request"},
+		{"two content lengths", "PUT /api/v1/customers/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "bad_request"},
+		{"unknown transfer coding", "PUT /api/v1/customers/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501, "unsupported_encoding"},
+		{"headers too large", "PUT /api/v1/customers/x HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 80<<10) + "\r\n\r\n", 431, "too_large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.obs.mu.Lock()
+			before := f.obs.rejected[tc.reason]
+			f.obs.mu.Unlock()
+			res, body, _ := rawExchange(t, ln.Addr().String(), tc.raw, false)
+			if res.StatusCode != tc.status || res.Header.Get("X-Trackd-Reason") != tc.reason {
+				t.Fatalf("%d %q %s, want %d %s", res.StatusCode, res.Header.Get("X-Trackd-Reason"), body, tc.status, tc.reason)
+			}
+			if ct := res.Header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			checkShape(t, "v1", body)
+			f.obs.mu.Lock()
+			after := f.obs.rejected[tc.reason]
+			f.obs.mu.Unlock()
+			if after != before+1 {
+				t.Errorf("%s rejections %d -> %d, want one more", tc.reason, before, after)
+			}
+		})
+	}
+	if n := len(f.store.take()); n != 0 {
+		t.Errorf("stored %d", n)
+	}
+}

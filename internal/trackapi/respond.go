@@ -33,6 +33,7 @@ const (
 	ReasonNotFound            = "not_found"
 	ReasonMethodNotAllowed    = "method_not_allowed"
 	ReasonTooManyConnections  = "too_many_connections"
+	ReasonBadRequest          = "bad_request" // a request net/http could not parse
 )
 
 // apiError is a rejection: status, reason code, the field concerned (if

@@ -1,8 +1,10 @@
 package trackapi
 
 import (
+	"bytes"
 	"container/list"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -231,6 +233,48 @@ func (c *slowHeaderConn) Read(p []byte) (int, error) {
 		c.obs.Rejected(RouteUnknown, "", ReasonTimeout)
 	}
 	return n, err
+}
+
+// netHTTPErrorHeaders ends the status line of the answers net/http writes
+// itself to a request it cannot parse (a malformed request line or header,
+// headers over MaxHeaderBytes, an unsupported transfer coding), before any
+// handler; its plain-text body follows.
+var netHTTPErrorHeaders = []byte("\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n")
+
+// Write passes the connection's writes through, except net/http's own
+// answers to requests no handler saw (outside a handler, status 4xx or
+// 5xx): those are counted, like every answer, under route "unknown", and
+// rewritten from plain text to the v1 JSON error shape with an
+// X-Trackd-Reason, as DESIGN §2.2 wants every refusal.
+func (c *slowHeaderConn) Write(p []byte) (int, error) {
+	if c.inHandler.Load() || len(p) < 12 || string(p[:9]) != "HTTP/1.1 " {
+		return c.Conn.Write(p)
+	}
+	code, err := strconv.Atoi(string(p[9:12]))
+	if err != nil || code < 400 {
+		return c.Conn.Write(p)
+	}
+	reason := ReasonBadRequest
+	switch code {
+	case http.StatusRequestHeaderFieldsTooLarge:
+		reason = ReasonTooLarge
+	case http.StatusNotImplemented:
+		reason = ReasonUnsupportedEncoding
+	}
+	c.obs.Served(RouteUnknown, "", code, -1) // counted, not timed
+	c.obs.Rejected(RouteUnknown, "", reason)
+	i := bytes.Index(p, netHTTPErrorHeaders)
+	if i < 0 {
+		return c.Conn.Write(p)
+	}
+	msg, _ := json.Marshal(string(p[i+len(netHTTPErrorHeaders):]))
+	body := `{"meta":{"errors":[` + string(msg) + `]}}`
+	out := string(p[:i]) + "\r\nContent-Type: application/json; charset=utf-8\r\nX-Trackd-Reason: " + reason +
+		"\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	if _, err := io.WriteString(c.Conn, out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func isTimeout(err error) bool {

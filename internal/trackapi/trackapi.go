@@ -21,6 +21,8 @@
 //	    too_many_errors (a v2 batch entry standing for the item errors not listed)
 //	400 truncated_body    body shorter than Content-Length (connection closed)
 //	400 invalid_encoding  corrupt gzip; 400 read_error: other transport errors
+//	400 bad_request       a request net/http could not parse (also 431 too_large, 501
+//	                      unsupported_encoding): answered by the listener's connection
 //	401 unauthorized
 //	404 not_found, 405 method_not_allowed
 //	408 timeout           body not received within Options.BodyTimeout (closed)
