@@ -41,6 +41,17 @@ func TestConnLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := trackapi.NewHTTPServer("", f.h, trackapi.Timeouts{}, discardLogger())
+	// Which connection waited longest depends on when each went idle,
+	// which net/http reports after the client has its answer: the test
+	// waits for it rather than guessing.
+	idle := make(chan struct{}, 16)
+	connState := srv.ConnState
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		connState(c, st)
+		if st == http.StateIdle {
+			idle <- struct{}{}
+		}
+	}
 	go srv.Serve(f.h.Listener(ln))
 	t.Cleanup(func() { srv.Close() })
 
@@ -90,6 +101,7 @@ func TestConnLimit(t *testing.T) {
 		if code, err := post(c); code != 200 {
 			t.Fatalf("first requests: %d, %v", code, err)
 		}
+		<-idle
 	}
 	refused(dial()) // a and b have been idle for no time
 	advance(time.Second)
