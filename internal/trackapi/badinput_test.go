@@ -565,15 +565,24 @@ func TestPanicContained(t *testing.T) {
 	}
 }
 
-func TestSlowHeaders(t *testing.T) {
-	f := newFixture(t, nil)
+// serveConns serves f's handler through its own listener (Server.Listener:
+// the slow-header 408, the connection limit) with the given timeouts, as
+// trackd does, and returns the listener.
+func serveConns(t *testing.T, f *fixture, to trackapi.Timeouts) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := trackapi.NewHTTPServer("", f.h, trackapi.Timeouts{ReadHeader: 200 * time.Millisecond, Idle: 300 * time.Millisecond}, discardLogger())
+	srv := trackapi.NewHTTPServer("", f.h, to, discardLogger())
 	go srv.Serve(f.h.Listener(ln))
 	t.Cleanup(func() { srv.Close() })
+	return ln
+}
+
+func TestSlowHeaders(t *testing.T) {
+	f := newFixture(t, nil)
+	ln := serveConns(t, f, trackapi.Timeouts{ReadHeader: 200 * time.Millisecond, Idle: 300 * time.Millisecond})
 
 	// A kept-alive connection that goes idle after a request is closed
 	// without a stray 408.
@@ -692,13 +701,7 @@ func TestAcceptedEdgeValues(t *testing.T) {
 // connection, where a client would take it for its next request's answer.
 func TestOptionsStarNoStray408(t *testing.T) {
 	f := newFixture(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := trackapi.NewHTTPServer("", f.h, trackapi.Timeouts{ReadHeader: 5 * time.Second, Idle: 5 * time.Second}, discardLogger())
-	go srv.Serve(f.h.Listener(ln))
-	t.Cleanup(func() { srv.Close() })
+	ln := serveConns(t, f, trackapi.Timeouts{ReadHeader: 5 * time.Second, Idle: 5 * time.Second})
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -790,13 +793,7 @@ func TestBatchErrorsBounded(t *testing.T) {
 // reason, and counted like every other answer.
 func TestMalformedRequestsAnsweredInJSON(t *testing.T) {
 	f := newFixture(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := trackapi.NewHTTPServer("", f.h, trackapi.Timeouts{ReadHeader: 5 * time.Second, Idle: 5 * time.Second}, discardLogger())
-	go srv.Serve(f.h.Listener(ln))
-	t.Cleanup(func() { srv.Close() })
+	ln := serveConns(t, f, trackapi.Timeouts{ReadHeader: 5 * time.Second, Idle: 5 * time.Second})
 	for _, tc := range []struct {
 		name, raw string
 		status    int
