@@ -191,7 +191,12 @@ func TestBadInput(t *testing.T) {
 		{name: "v2 device last_used object", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_device","identifiers":{"id":"1"},"device":{"token":"t","platform":"ios","last_used":{"a":1}}}`}, status: 400, reason: "invalid_type", shape: "v2", field: "device.last_used"},
 		// relationship and subscription structures
 		{name: "v2 relationships not objects", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_relationships","identifiers":{"id":"1"},"cio_relationships":[1,"x",null]}`}, status: 400, reason: "invalid_type", shape: "v2", field: "cio_relationships[0]"},
-		{name: "v2 relationships empty", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_relationships","identifiers":{"id":"1"},"cio_relationships":[]}`}, status: 400, reason: "missing_field", shape: "v2", field: "cio_relationships"},
+		{name: "v2 fractional id", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"identify","identifiers":{"id":42.5}}`}, status: 400, reason: "invalid_type", shape: "v2", field: "identifiers.id"},
+		{name: "v2 exponent id", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"identify","identifiers":{"id":4.2e1}}`}, status: 400, reason: "invalid_type", shape: "v2", field: "identifiers.id"},
+		{name: "v2 repeated object_id", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"object","action":"identify","identifiers":{"object_type_id":"1","object_id":"a","object_id":"b"}}`}, status: 400, reason: "invalid_field", shape: "v2", field: "object_id"},
+		{name: "v2 raw NBSP id", req: req{method: "POST", path: "/api/v2/entity", body: "{\"type\":\"person\",\"action\":\"identify\",\"identifiers\":{\"id\":\"\u00a0\"}}"}, status: 400, reason: "missing_field", shape: "v2", field: "id"},
+		{name: "v2 raw NEL id", req: req{method: "POST", path: "/api/v2/entity", body: "{\"type\":\"person\",\"action\":\"identify\",\"identifiers\":{\"id\":\"\u0085\"}}"}, status: 400, reason: "missing_field", shape: "v2", field: "id"},
+		{name: "device last_used string over int64", req: req{method: "PUT", path: identify + "/devices", body: `{"device":{"id":"t","platform":"ios","last_used":"9999999999999999999"}}`}, status: 400, reason: "invalid_type", shape: "v1", field: "last_used"},
 		{name: "v2 relationship without identifiers", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_relationships","identifiers":{"id":"1"},"cio_relationships":[{"relationship_attributes":{}}]}`}, status: 400, reason: "missing_field", shape: "v2", field: "cio_relationships[0].identifiers"},
 		{name: "v2 relationship blank identifier", req: req{method: "POST", path: "/api/v2/entity", body: `{"type":"object","action":"add_relationships","identifiers":{"object_type_id":"1","object_id":"o"},"cio_relationships":[{"identifiers":{"id":" "}}]}`}, status: 400, reason: "missing_field", shape: "v2", field: "cio_relationships[0].identifiers.id"},
 		{name: "identify relationships string", req: req{method: "PUT", path: identify, body: `{"cio_relationships":"x"}`}, status: 400, reason: "invalid_type", shape: "v1", field: "cio_relationships"},
@@ -685,6 +690,9 @@ func TestAcceptedEdgeValues(t *testing.T) {
 		{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_device","identifiers":{"id":"1"},"device":{"token":"t","platform":"android","last_used":"1700000000"}}`},
 		{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_relationships","identifiers":{"id":"1"},"cio_relationships":[{"identifiers":{"object_type_id":"1","object_id":"acme"},"relationship_attributes":{"role":"admin"}}]}`},
 		{method: "POST", path: "/api/v2/entity", body: `{"type":"object","action":"add_relationships","identifiers":{"object_type_id":"1","object_id":"acme"},"cio_relationships":[{"identifiers":{"id":"42"}},{"identifiers":{"email":"a@example.com"}}]}`},
+		{method: "POST", path: "/api/v2/entity", body: `{"type":"person","action":"add_relationships","identifiers":{"id":"1"},"cio_relationships":[]}`},
+		{method: "PUT", path: "/api/v1/customers/u1", body: `{"cio_subscription_preferences":{"topics":{"topic_1":null}}}`},
+		{method: "POST", path: "/api/v1/customers/u1/events", body: `{"name":"x","timestamp":1700000000.0}`},
 	} {
 		if got := f.do(t, r); got.status != 200 {
 			t.Errorf("%s %s %s: %d %s", r.method, r.path, r.body, got.status, got.body)

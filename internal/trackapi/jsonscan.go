@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // This file holds a small JSON validator and a walker over validated JSON.
@@ -443,10 +444,12 @@ func isContent(r rune) bool { return !unicode.IsSpace(r) && !unicode.IsControl(r
 // parameter) hold nothing but white space and control characters, escaped
 // ("\u0020", "\t") or not.
 func isBlank(raw []byte) bool {
-	if bytes.IndexByte(raw, '\\') >= 0 {
-		return strings.IndexFunc(unescape(raw), isContent) < 0
-	}
 	for _, c := range raw {
+		if c == '\\' || c >= utf8.RuneSelf {
+			// Escapes, or non-ASCII white space and controls (U+00A0,
+			// U+0085, U+2028...): decode and look at the runes.
+			return strings.IndexFunc(unescape(raw), isContent) < 0
+		}
 		if c > ' ' && c != 0x7f {
 			return false
 		}

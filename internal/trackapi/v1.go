@@ -178,7 +178,7 @@ func (ex *exchange) reservedValue(field string, k, v []byte) *apiError {
 		}
 		tm := newMembers(mv)
 		for tk, tv, ok := tm.next(); ok; tk, tv, ok = tm.next() {
-			if kind(tv) != 't' && kind(tv) != 'f' {
+			if kind(tv) != 't' && kind(tv) != 'f' && kind(tv) != 'n' { // null: back to the default
 				return errType(field+".topics."+unescape(tk), "a boolean")
 			}
 		}
@@ -247,7 +247,7 @@ func handleIdentify(ex *exchange) ([]spool.Record, *apiError) {
 				if !isUnixTime(v) {
 					return nil, errType("_timestamp", "a unix timestamp (integer)")
 				}
-				ts = string(v)
+				ts = unixTime(v)
 			case keyIs(k, "id"), keyIs(k, "email"), keyIs(k, "anonymous_id"):
 				if s, ok := strRaw(v); ok && strLen(s) > ex.s.lim.Identifier {
 					return nil, errTooLong(unescape(k), ex.s.lim.Identifier)
@@ -329,7 +329,7 @@ func (ex *exchange) eventFields(anonymous bool) (id, ts, anonID string, e *apiEr
 			if !isUnixTime(v) {
 				return "", "", "", errType("timestamp", "a unix timestamp (integer)")
 			}
-			ts = string(v)
+			ts = unixTime(v)
 		case anonymous && keyIs(k, "anonymous_id"):
 			switch kind(v) {
 			case 'n':
@@ -437,9 +437,9 @@ func handleAddDevice(ex *exchange) ([]spool.Record, *apiError) {
 				if !isUnixTime(v) {
 					return nil, errType("device.last_used", "a unix timestamp")
 				}
-				ts = string(v)
+				ts = unixTime(v)
 			case '"':
-				if !isDigits(v[1 : len(v)-1]) {
+				if !isUnixTime(v[1:len(v)-1]) || v[1] == '-' {
 					return nil, errType("device.last_used", "a unix timestamp")
 				}
 				ts = string(v[1 : len(v)-1])
@@ -474,10 +474,51 @@ func handleAddDevice(ex *exchange) ([]spool.Record, *apiError) {
 // integer fields require (a Go back end decoding into int64 refuses the
 // rest).
 func isUnixTime(v []byte) bool {
+	v = intPart(v)
 	if len(v) > 0 && v[0] == '-' {
 		v = v[1:]
 	}
 	return len(v) <= 18 && isDigits(v)
+}
+
+// unixTime is the integer form of a value isUnixTime accepted
+// ("1700000000.0" is 1700000000).
+func unixTime(v []byte) string { return string(intPart(v)) }
+
+// intPart strips a fraction of zeros from a JSON number (1700000000.0 is
+// an integer to JSON Schema, and Python writes floats so); it returns v
+// unchanged otherwise.
+func intPart(v []byte) []byte {
+	i := bytes.IndexByte(v, '.')
+	if i < 0 {
+		return v
+	}
+	for _, c := range v[i+1:] {
+		if c != '0' {
+			return v
+		}
+	}
+	if i+1 == len(v) {
+		return v // "1." is not JSON; leave it to fail
+	}
+	return v[:i]
+}
+
+// isInteger reports whether the JSON number v is an integer literal
+// (optionally negative), without fraction or exponent.
+func isInteger(v []byte) bool {
+	if len(v) > 0 && v[0] == '-' {
+		v = v[1:]
+	}
+	if len(v) == 0 {
+		return false
+	}
+	for _, c := range v {
+		if !isDigit(c) {
+			return false
+		}
+	}
+	return true
 }
 
 func isDigits(b []byte) bool {
@@ -545,6 +586,9 @@ func (ex *exchange) identValue(field string, v []byte, allowNum bool) *apiError 
 		if allowNum {
 			if len(v) > ex.s.lim.Identifier {
 				return errTooLong(field, ex.s.lim.Identifier)
+			}
+			if !isInteger(v) {
+				return errType(field, "a string or an integer")
 			}
 			return nil
 		}
@@ -668,7 +712,7 @@ func (ex *exchange) deliveryFields(nameField string, names []string) (delivery, 
 			if !isUnixTime(v) {
 				return "", "", errType("timestamp", "a unix timestamp (integer)")
 			}
-			ts = string(v)
+			ts = unixTime(v)
 		case keyIs(k, "recipient") && kind(v) == '0':
 			// An SMS recipient may be a number (the OpenAPI document's SMS
 			// metric declares an integer).

@@ -85,7 +85,7 @@ func (ex *exchange) checkItem(b []byte) (v2Item, *apiError) {
 			if !isUnixTime(v) {
 				return it, errType("timestamp", "a unix timestamp (integer)")
 			}
-			it.ts = string(v)
+			it.ts = unixTime(v)
 		}
 	}
 	if typ == nil || kind(typ) == 'n' {
@@ -202,7 +202,7 @@ func (ex *exchange) checkItem(b []byte) (v2Item, *apiError) {
 	return it, nil
 }
 
-// relationships checks a relationship list: a non-empty array of objects,
+// relationships checks a relationship list: an array of objects,
 // each with an identifiers object of one or more non-blank string (or
 // number) values, and optionally relationship_attributes, an object of
 // attributes.
@@ -253,9 +253,6 @@ func (ex *exchange) relationships(field string, v []byte) *apiError {
 		if keys == 0 {
 			return errMissing(at + ".identifiers")
 		}
-	}
-	if n == 0 {
-		return errMissing(field)
 	}
 	return nil
 }
@@ -312,12 +309,14 @@ func (ex *exchange) objectIdentifiers(v []byte) *apiError {
 	m := newMembers(v)
 	for k, val, ok := m.next(); ok; k, val, ok = m.next() {
 		switch {
-		case keyIs(k, "object_type_id"):
+		case keyIs(k, "object_type_id") && !typeID:
 			typeID = true
-		case keyIs(k, "object_id"):
+		case keyIs(k, "object_id") && !objID:
 			objID = true
-		case keyIs(k, "cio_object_id"):
+		case keyIs(k, "cio_object_id") && !cioID:
 			cioID = true
+		case keyIs(k, "object_type_id"), keyIs(k, "object_id"), keyIs(k, "cio_object_id"):
+			return errInvalid(fieldName("identifiers", k), "is given twice")
 		default:
 			return errInvalid(fieldName("identifiers", k), "is not an object identifier")
 		}
@@ -392,7 +391,7 @@ func (ex *exchange) v2Device(v []byte, add bool) *apiError {
 					return errType("device.last_used", "a unix timestamp")
 				}
 			case '"':
-				if !isDigits(val[1 : len(val)-1]) {
+				if !isUnixTime(val[1:len(val)-1]) || val[1] == '-' {
 					return errType("device.last_used", "a unix timestamp")
 				}
 			default:
@@ -513,7 +512,8 @@ func handleBatch(ex *exchange) ([]spool.Record, *apiError) {
 }
 
 // canonicalIdentifiers returns a validated identifiers object as compact
-// JSON, its keys in order and its strings without needless escapes, so that
+// JSON, its keys in order, its values strings (an integer ID 42 is "42")
+// without needless escapes, so that
 // one person or object has one subject (and so one Kafka key and partition)
 // however the client spaced, ordered or escaped it.
 func canonicalIdentifiers(obj []byte) string {
@@ -538,8 +538,8 @@ func canonicalIdentifiers(obj []byte) string {
 		b = append(b, ':')
 		if raw, ok := strRaw(p.v); ok {
 			b = envelope.AppendJSONString(b, unescape(raw))
-		} else {
-			b = append(b, p.v...)
+		} else { // an integer (identValue): the same person as its string form
+			b = envelope.AppendJSONString(b, string(p.v))
 		}
 	}
 	return string(append(b, '}'))
