@@ -16,6 +16,7 @@ import (
 	"unicode"
 
 	"github.com/trackd/trackd/internal/cli"
+	"github.com/trackd/trackd/internal/sink/jetstream"
 )
 
 // serveConfig is `trackd serve`'s configuration. Each field is a flag; each
@@ -413,6 +414,10 @@ func (c *serveConfig) validate() []string {
 	if c.NATSMaxBytes != 0 && c.NATSMaxBytes < 16<<20 {
 		p = append(p, "--nats-max-bytes: at least 16MiB (or 0 for no cap)")
 	}
+	if c.NATSMaxAge > 0 && c.NATSDedup >= 0 && c.natsDedupWindow() > c.NATSMaxAge {
+		// JetStream refuses such a stream: forwarding would never start.
+		p = append(p, fmt.Sprintf("--nats-max-age %s: must be at least the duplicate window (%s; --nats-dedup-window)", c.NATSMaxAge, c.natsDedupWindow()))
+	}
 	if c.HTTPURL != "" {
 		if u, err := url.Parse(c.HTTPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			p = append(p, "--http-url: want an http:// or https:// URL")
@@ -549,4 +554,17 @@ func maskURLs(s string) string {
 		parts[i] = u.String()
 	}
 	return strings.Join(parts, ",")
+}
+
+// natsDedupWindow is the duplicate window of a stream trackd creates:
+// --nats-dedup-window, else 1 s for the embedded server (its memory grows
+// with the window) and 2 minutes for --nats-url.
+func (c *serveConfig) natsDedupWindow() time.Duration {
+	switch {
+	case c.NATSDedup > 0:
+		return c.NATSDedup
+	case c.NATSURL == "":
+		return jetstream.EmbeddedDuplicateWindow
+	}
+	return jetstream.DefaultDuplicateWindow
 }

@@ -648,13 +648,7 @@ const asyncHoldback = 250 * time.Millisecond
 func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destination {
 	var dests []destination
 	if cfg.Forward {
-		dedup := cfg.NATSDedup
-		if dedup == 0 {
-			dedup = 2 * time.Minute
-			if cfg.NATSURL == "" {
-				dedup = jetstream.EmbeddedDuplicateWindow
-			}
-		}
+		dedup := cfg.natsDedupWindow()
 		jsOpts := jetstream.Options{
 			ConnOptions: jetstream.ConnOptions{
 				CredsFile: cfg.NATSCreds, User: cfg.NATSUser, Password: cfg.NATSPassword, Token: cfg.NATSToken,

@@ -222,6 +222,17 @@ func TestNATSLimitsConfig(t *testing.T) {
 	if cfg, err = loadServeConfig(nil, noEnv, io.Discard); err != nil || cfg.NATSMaxAge != 0 || cfg.NATSMaxBytes != 0 {
 		t.Fatalf("defaults: %v, %v, %d", err, cfg.NATSMaxAge, cfg.NATSMaxBytes)
 	}
+	for _, args := range [][]string{
+		{"--nats-max-age", "1m", "--nats-dedup-window", "5m"},
+		{"--nats-max-age", "1m", "--nats-url", "nats://127.0.0.1:4222"}, // its default window is 2m
+	} {
+		if _, err := loadServeConfig(args, noEnv, io.Discard); err == nil || !strings.Contains(err.Error(), "must be at least the duplicate window") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+	if _, err := loadServeConfig([]string{"--nats-max-age", "1m"}, noEnv, io.Discard); err != nil {
+		t.Errorf("1m with the embedded server's 1s window: %v", err)
+	}
 	_, err = loadServeConfig([]string{"--nats-max-age", "30s", "--nats-max-bytes", "1MiB"}, noEnv, io.Discard)
 	for _, want := range []string{"--nats-max-age: at least 1m", "--nats-max-bytes: at least 16MiB"} {
 		if err == nil || !strings.Contains(err.Error(), want) {

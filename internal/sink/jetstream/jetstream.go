@@ -588,12 +588,18 @@ func ensureStream(ctx context.Context, js natsjs.JetStream, o *Options) (async b
 			// Memory grows with the window, but nothing is lost.
 			o.Logger.Warn("jetstream: cannot shorten the stream's duplicate window", "stream", o.Stream,
 				"duplicate_window", was, "wanted", o.DuplicateWindow, "err", err)
-			return async, nil
+			cfg.Duplicates = was
+		} else {
+			o.Logger.Info("jetstream: shortened the stream's duplicate window (its message IDs are kept in memory)",
+				"stream", o.Stream, "was", was, "now", o.DuplicateWindow)
 		}
-		o.Logger.Info("jetstream: shortened the stream's duplicate window (its message IDs are kept in memory)",
-			"stream", o.Stream, "was", was, "now", o.DuplicateWindow)
 	}
-	return async, applyLimits(ctx, js, cfg, o)
+	if err := applyLimits(ctx, js, cfg, o); err != nil {
+		// The stream works as it is: forward into it, and say why the
+		// configured retention is not in force.
+		o.Logger.Warn("jetstream: the stream keeps its own limits", "stream", o.Stream, "err", err)
+	}
+	return async, nil
 }
 
 // applyLimits sets an existing stream's MaxAge and MaxBytes to the
