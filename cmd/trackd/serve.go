@@ -270,6 +270,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	nats := startBackend(fwdCtx, cfg, parent, log)
 	dests := destinations(cfg, nats, log)
 	for _, d := range dests {
+		dm := admin.RegisterDestination(reg, d.name)
 		fwdWG.Add(1)
 		go func() {
 			defer fwdWG.Done()
@@ -280,6 +281,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 				sk, err = d.open(fwdCtx)
 				return err
 			}, func(err error, attempt int) {
+				dm.SetupFailed()
 				log.Error("cannot set up the destination; records wait in the spool", "destination", d.name, "err", err, "attempt", attempt)
 			}) {
 				return
@@ -300,7 +302,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			sinksMu.Lock()
 			fwds = append(fwds, f)
 			sinksMu.Unlock()
+			dm.SetUp(true)
 			if err := f.Run(fwdCtx); err != nil {
+				dm.SetUp(false)
 				log.Error("forwarder stopped", "destination", d.name, "err", err)
 			}
 		}()

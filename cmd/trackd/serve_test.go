@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -501,5 +502,40 @@ func checkStatusPageInChromium(t *testing.T, url, want string) {
 	}
 	if shot := os.Getenv("TRACKD_SCREENSHOT"); shot != "" {
 		run("--screenshot="+shot, "--window-size=1200,1100", "--hide-scrollbars")
+	}
+}
+
+// TestForwardDownIsInTheMetrics: a destination that cannot be set up (here
+// a NATS URL where nothing listens) has no forwarder and so none of its
+// metrics; trackd_forward_up (0) and trackd_forward_setup_failures_total
+// show it, for the TrackdForwardDown alert.
+func TestForwardDownIsInTheMetrics(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, lines, stop := startServe(t, t.TempDir(), "--nats-url", "nats://"+dead)
+	defer stop()
+	admin := ""
+	for _, l := range lines {
+		if rest, ok := strings.CutPrefix(l, "trackd: admin listening on "); ok {
+			admin = strings.Fields(rest)[0]
+		}
+	}
+	if admin == "" {
+		t.Fatalf("no admin address in\n%s", strings.Join(lines, "\n"))
+	}
+	resp, err := testClient.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`trackd_forward_up{destination="jetstream"} 0`, `trackd_forward_setup_failures_total{destination="jetstream"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

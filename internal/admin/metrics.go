@@ -177,6 +177,42 @@ func RegisterSpool(reg prometheus.Registerer, sp *spool.Spool, now func() time.T
 	)
 }
 
+// Destination is a configured destination's state before and beside its
+// forwarder's own metrics: whether it is forwarding, and how often setting
+// it up (connecting, creating or checking the stream or topic) failed. A
+// destination that cannot be set up has no forwarder, so without these
+// nothing in the metrics would show it.
+type Destination struct {
+	up       prometheus.Gauge
+	failures prometheus.Counter
+}
+
+// RegisterDestination registers the destination's trackd_forward_up (0
+// until its forwarder runs) and trackd_forward_setup_failures_total.
+func RegisterDestination(reg prometheus.Registerer, name string) *Destination {
+	labels := prometheus.Labels{"destination": name}
+	d := &Destination{
+		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "trackd_forward_up", ConstLabels: labels,
+			Help: "1 while the destination's forwarder runs; 0 while it cannot be set up or has stopped."}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "trackd_forward_setup_failures_total", ConstLabels: labels,
+			Help: "Failed attempts to set the destination up (connect, create or check its stream or topic)."}),
+	}
+	reg.MustRegister(d.up, d.failures)
+	return d
+}
+
+// SetUp records whether the forwarder runs.
+func (d *Destination) SetUp(up bool) {
+	if up {
+		d.up.Set(1)
+	} else {
+		d.up.Set(0)
+	}
+}
+
+// SetupFailed counts a failed attempt to set the destination up.
+func (d *Destination) SetupFailed() { d.failures.Inc() }
+
 // RegisterForwarder registers one destination's forwarding metrics, read
 // from the forwarder and the spool at scrape time.
 func RegisterForwarder(reg prometheus.Registerer, f *forward.Forwarder, sp *spool.Spool, now func() time.Time) {
