@@ -215,6 +215,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			case sp.Err() != nil:
 				return errors.New("spool failed; restart needed")
 			}
+			if d := sp.Stats().CommitRunning; d > commitStall {
+				return fmt.Errorf("a spool commit has been waiting %s for the disk", d.Round(time.Second))
+			}
 			return nil
 		},
 		Status: &admin.StatusOptions{
@@ -703,6 +706,10 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 	return dests
 }
 
+// commitStall is how long a spool commit may take before /readyz says the
+// node cannot store (a healthy sync takes milliseconds).
+const commitStall = 10 * time.Second
+
 // classifyStoreError maps spool errors to the API's answer: always 503 with
 // Retry-After (never 502), with a reason an operator can act on.
 func classifyStoreError(err error) (int, string, time.Duration) {
@@ -715,6 +722,8 @@ func classifyStoreError(err error) (int, string, time.Duration) {
 		return http.StatusServiceUnavailable, "spool_failed", 30 * time.Second
 	case errors.Is(err, spool.ErrClosed):
 		return http.StatusServiceUnavailable, "shutting_down", time.Second
+	case errors.Is(err, spool.ErrBusy):
+		return http.StatusServiceUnavailable, "spool_busy", time.Second
 	}
 	return http.StatusServiceUnavailable, "unavailable", time.Second
 }

@@ -38,6 +38,9 @@ var (
 	ErrTooLarge = errors.New("spool: record larger than a frame")
 	ErrLocked   = errors.New("spool: locked by another process")
 	ErrReadOnly = errors.New("spool: opened read-only")
+	// ErrBusy is backpressure too: more than Options.MaxPending bytes wait
+	// for a commit, which happens when the disk stops answering syncs.
+	ErrBusy = errors.New("spool: too many bytes waiting for a commit (the disk is slow or stalled)")
 )
 
 // SyncMode says how a commit is made durable.
@@ -95,6 +98,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// MaxPending bounds the bytes waiting for a commit (queued while the
+	// one before is being synced); past it Append fails with ErrBusy, so
+	// that a disk that stops answering holds bounded memory. Default 64
+	// MiB; negative means no bound. A group alone is always admitted.
+	MaxPending int64
 	// OnCommit, if set, is called by the committer after each successful
 	// commit with its size and how long its write and sync took.
 	OnCommit func(groups int, records, bytes int64, took time.Duration)
@@ -124,6 +132,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = 64 << 20
 	}
 }
 
@@ -165,6 +176,9 @@ type Spool struct {
 	freeAt    time.Time
 	freeBytes int64 // bytes written since freeAt
 	commits   uint64
+	// commitSince is when the commit under way started (zero when none):
+	// a commit that takes seconds means the disk stopped answering.
+	commitSince time.Time
 
 	// Owned by the committer goroutine (and by Open before it starts).
 	f    vfs.File // the open segment, nil when read-only
@@ -326,6 +340,9 @@ func (s *Spool) admitLocked(n int64) error {
 	if s.opts.MaxBytes > 0 && s.dataBytesLocked()+s.pendBytes+n > s.opts.MaxBytes {
 		return ErrFull
 	}
+	if s.opts.MaxPending > 0 && s.pendBytes > 0 && s.pendBytes+n > s.opts.MaxPending {
+		return ErrBusy
+	}
 	if s.opts.MinFree > 0 {
 		now := s.opts.Now()
 		if now.Sub(s.freeAt) >= freeRefreshInterval || s.freeBytes >= freeRefreshBytes || now.Before(s.freeAt) {
@@ -362,6 +379,9 @@ func (s *Spool) commitLoop() {
 		}
 		b := s.pending
 		s.pending = nil
+		if b != nil {
+			s.commitSince = s.opts.Now()
+		}
 		s.mu.Unlock()
 		if b == nil {
 			return
@@ -405,6 +425,7 @@ func (s *Spool) commit(b *commitBatch) {
 
 	s.mu.Lock()
 	s.pendBytes -= b.bytes
+	s.commitSince = time.Time{}
 	if err == nil {
 		o := &s.open
 		if o.records == 0 {
@@ -607,6 +628,9 @@ type Stats struct {
 	FreeDisk int64 // free disk bytes at the last check
 	Commits  uint64
 	Failed   error // the sticky failure, if any
+	// CommitRunning is how long the commit under way has taken so far
+	// (0 when none is): seconds mean the disk is not answering syncs.
+	CommitRunning time.Duration
 }
 
 // Stats returns a snapshot of the spool's state.
@@ -621,6 +645,9 @@ func (s *Spool) Stats() Stats {
 		FreeDisk: s.free - s.freeBytes,
 		Commits:  s.commits,
 		Failed:   s.err,
+	}
+	if !s.commitSince.IsZero() {
+		st.CommitRunning = max(s.opts.Now().Sub(s.commitSince), 0)
 	}
 	for _, e := range s.sealed {
 		st.Records += e.Records

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -335,5 +336,63 @@ func TestAppendWaitsForItsCommit(t *testing.T) {
 	}
 	if got := readAll(t, s); len(got) != 1 || got[0].ID != "r1" {
 		t.Fatalf("stored %v", got)
+	}
+}
+
+// TestStalledDiskBoundsPending: while a sync does not return, groups queue
+// for the next commit only up to MaxPending bytes (ErrBusy after that, so a
+// stalled disk holds bounded memory), and Stats reports how long the
+// commit has been running.
+func TestStalledDiskBoundsPending(t *testing.T) {
+	inSync := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var block atomic.Bool
+	inj := func(op vfs.Op, name string) error {
+		if op == vfs.OpSync && block.Load() {
+			select {
+			case inSync <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return nil
+	}
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := mustOpen(t, t.TempDir(), Options{FS: vfs.NewErrorFS(vfs.OS{}, inj), MaxPending: 1500, Now: clock})
+	defer s.Close()
+	group := func(id string) []Record { return []Record{{ID: id, Body: bytes.Repeat([]byte("x"), 560)}} }
+	block.Store(true)
+	done := make(chan error, 1)
+	go func() { done <- s.Append(context.Background(), group("a")) }()
+	<-inSync // a is being synced, and the sync does not return
+	mu.Lock()
+	now = now.Add(15 * time.Second)
+	mu.Unlock()
+	if d := s.Stats().CommitRunning; d != 15*time.Second {
+		t.Errorf("CommitRunning %v, want 15s", d)
+	}
+	// b and c: whichever comes second would make more than 1500 bytes
+	// wait, and is refused at once; the other waits for the stalled sync.
+	later := make(chan error, 2)
+	for _, id := range []string{"b", "c"} {
+		go func() { later <- s.Append(context.Background(), group(id)) }()
+	}
+	if err := <-later; !errors.Is(err, ErrBusy) {
+		t.Fatalf("first answer while the disk stalls: %v, want ErrBusy", err)
+	}
+	block.Store(false)
+	close(release)
+	for _, err := range []error{<-done, <-later} {
+		if err != nil {
+			t.Errorf("Append: %v", err)
+		}
+	}
+	if got := readAll(t, s); len(got) != 2 {
+		t.Fatalf("stored %d records, want the 2 admitted", len(got))
+	}
+	if d := s.Stats().CommitRunning; d != 0 {
+		t.Errorf("CommitRunning %v after the commits, want 0", d)
 	}
 }
