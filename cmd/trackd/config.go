@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -414,9 +415,9 @@ func (c *serveConfig) validate() []string {
 	if c.NATSMaxBytes != 0 && c.NATSMaxBytes < 16<<20 {
 		p = append(p, "--nats-max-bytes: at least 16MiB (or 0 for no cap)")
 	}
-	if c.NATSMaxAge > 0 && c.NATSDedup >= 0 && c.natsDedupWindow() > c.NATSMaxAge {
+	if maxAge := cmp.Or(c.NATSMaxAge, jetstream.DefaultMaxAge); c.NATSMaxAge >= 0 && c.NATSDedup >= 0 && c.natsDedupWindow() > maxAge {
 		// JetStream refuses such a stream: forwarding would never start.
-		p = append(p, fmt.Sprintf("--nats-max-age %s: must be at least the duplicate window (%s; --nats-dedup-window)", c.NATSMaxAge, c.natsDedupWindow()))
+		p = append(p, fmt.Sprintf("--nats-max-age %s: must be at least the duplicate window (%s; --nats-dedup-window)", maxAge, c.natsDedupWindow()))
 	}
 	if c.HTTPURL != "" {
 		if u, err := url.Parse(c.HTTPURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

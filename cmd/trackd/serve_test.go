@@ -226,6 +226,7 @@ func TestNATSLimitsConfig(t *testing.T) {
 	for _, args := range [][]string{
 		{"--nats-max-age", "1m", "--nats-dedup-window", "5m"},
 		{"--nats-max-age", "1m", "--nats-url", "nats://127.0.0.1:4222"}, // its default window is 2m
+		{"--nats-dedup-window", "200h"},                                 // over the default 7 days
 	} {
 		if _, err := loadServeConfig(args, noEnv, io.Discard); err == nil || !strings.Contains(err.Error(), "must be at least the duplicate window") {
 			t.Errorf("%v: %v", args, err)

@@ -179,6 +179,7 @@ type Spool struct {
 	// commitSince is when the commit under way started (zero when none):
 	// a commit that takes seconds means the disk stopped answering.
 	commitSince time.Time
+	runBytes    int64 // bytes of the commit under way (part of pendBytes)
 
 	// Owned by the committer goroutine (and by Open before it starts).
 	f    vfs.File // the open segment, nil when read-only
@@ -340,7 +341,9 @@ func (s *Spool) admitLocked(n int64) error {
 	if s.opts.MaxBytes > 0 && s.dataBytesLocked()+s.pendBytes+n > s.opts.MaxBytes {
 		return ErrFull
 	}
-	if s.opts.MaxPending > 0 && s.pendBytes > 0 && s.pendBytes+n > s.opts.MaxPending {
+	// Only what waits behind the running commit counts, so that a large
+	// group is admitted whenever nothing waits.
+	if queued := s.pendBytes - s.runBytes; s.opts.MaxPending > 0 && queued > 0 && queued+n > s.opts.MaxPending {
 		return ErrBusy
 	}
 	if s.opts.MinFree > 0 {
@@ -380,7 +383,7 @@ func (s *Spool) commitLoop() {
 		b := s.pending
 		s.pending = nil
 		if b != nil {
-			s.commitSince = s.opts.Now()
+			s.commitSince, s.runBytes = s.opts.Now(), b.bytes
 		}
 		s.mu.Unlock()
 		if b == nil {
@@ -425,7 +428,7 @@ func (s *Spool) commit(b *commitBatch) {
 
 	s.mu.Lock()
 	s.pendBytes -= b.bytes
-	s.commitSince = time.Time{}
+	s.commitSince, s.runBytes = time.Time{}, 0
 	if err == nil {
 		o := &s.open
 		if o.records == 0 {

@@ -360,7 +360,7 @@ func TestStalledDiskBoundsPending(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Unix(1_700_000_000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	s := mustOpen(t, t.TempDir(), Options{FS: vfs.NewErrorFS(vfs.OS{}, inj), MaxPending: 1500, Now: clock})
+	s := mustOpen(t, t.TempDir(), Options{FS: vfs.NewErrorFS(vfs.OS{}, inj), MaxPending: 1000, Now: clock})
 	defer s.Close()
 	group := func(id string) []Record { return []Record{{ID: id, Body: bytes.Repeat([]byte("x"), 560)}} }
 	block.Store(true)
@@ -373,8 +373,9 @@ func TestStalledDiskBoundsPending(t *testing.T) {
 	if d := s.Stats().CommitRunning; d != 15*time.Second {
 		t.Errorf("CommitRunning %v, want 15s", d)
 	}
-	// b and c: whichever comes second would make more than 1500 bytes
-	// wait, and is refused at once; the other waits for the stalled sync.
+	// b and c (~600 bytes each): whichever comes second would make more
+	// than 1000 bytes wait behind the stalled commit, and is refused at
+	// once; the other waits for the sync.
 	later := make(chan error, 2)
 	for _, id := range []string{"b", "c"} {
 		go func() { later <- s.Append(context.Background(), group(id)) }()
@@ -394,5 +395,46 @@ func TestStalledDiskBoundsPending(t *testing.T) {
 	}
 	if d := s.Stats().CommitRunning; d != 0 {
 		t.Errorf("CommitRunning %v after the commits, want 0", d)
+	}
+}
+
+// TestLargeGroupAdmittedWhenNothingWaits: MaxPending counts what waits
+// behind the running commit only, so a group larger than it is admitted
+// while a commit runs and nothing else waits (it is never refused for
+// good by a stream of small ones).
+func TestLargeGroupAdmittedWhenNothingWaits(t *testing.T) {
+	inSync := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var block atomic.Bool
+	inj := func(op vfs.Op, name string) error {
+		if op == vfs.OpSync && block.Load() {
+			select {
+			case inSync <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		return nil
+	}
+	s := mustOpen(t, t.TempDir(), Options{FS: vfs.NewErrorFS(vfs.OS{}, inj), MaxPending: 1000})
+	defer s.Close()
+	block.Store(true)
+	done := make(chan error, 2)
+	go func() {
+		done <- s.Append(context.Background(), []Record{{ID: "a", Body: bytes.Repeat([]byte("x"), 2000)}})
+	}()
+	<-inSync // a (2 KB, over MaxPending) is being synced
+	go func() {
+		done <- s.Append(context.Background(), []Record{{ID: "b", Body: bytes.Repeat([]byte("y"), 3000)}})
+	}()
+	block.Store(false)
+	close(release)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+	}
+	if got := readAll(t, s); len(got) != 2 {
+		t.Fatalf("stored %d", len(got))
 	}
 }

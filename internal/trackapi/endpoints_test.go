@@ -451,6 +451,7 @@ func TestIdentifiersCanonical(t *testing.T) {
 	}{
 		{`{"id":"42"}`, []string{`{"id":"42"}`, `{ "id" : "42" }`, "{\n\t\"id\": \"42\"\n}", `{"id":"4\u0032"}`, `{"\u0069d":"42"}`, `{"id":42}`}},
 		{`{"object_id":"acme","object_type_id":"1"}`, []string{`{"object_type_id":"1","object_id":"acme"}`, `{"object_id": "acme", "object_type_id": "1"}`, `{"object_type_id":1,"object_id":"acme"}`}},
+		{`{"id":"0"}`, []string{`{"id":0}`, `{"id":-0}`, `{"id":"0"}`}},
 		{`{"email":"a\"b<c>@example.com"}`, []string{`{"email":"a\"b<c>@example.com"}`, `{"email":"a\u0022b\u003cc\u003e@example.com"}`}},
 	} {
 		for _, v := range tc.variants {

@@ -439,7 +439,7 @@ func handleAddDevice(ex *exchange) ([]spool.Record, *apiError) {
 				}
 				ts = unixTime(v)
 			case '"':
-				if !isUnixTime(v[1:len(v)-1]) || v[1] == '-' {
+				if d := v[1 : len(v)-1]; !isDigits(d) || len(d) > 18 {
 					return nil, errType("device.last_used", "a unix timestamp")
 				}
 				ts = string(v[1 : len(v)-1])

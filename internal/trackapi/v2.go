@@ -343,6 +343,9 @@ func (ex *exchange) deliveryIdentifiers(v []byte) *apiError {
 		if !keyIs(k, "id") {
 			return errInvalid(fieldName("identifiers", k), "is not a delivery identifier")
 		}
+		if found {
+			return errInvalid("identifiers.id", "is given twice")
+		}
 		if e := ex.identValue("identifiers.id", val, false); e != nil {
 			return e
 		}
@@ -391,7 +394,7 @@ func (ex *exchange) v2Device(v []byte, add bool) *apiError {
 					return errType("device.last_used", "a unix timestamp")
 				}
 			case '"':
-				if !isUnixTime(val[1:len(val)-1]) || val[1] == '-' {
+				if d := val[1 : len(val)-1]; !isDigits(d) || len(d) > 18 {
 					return errType("device.last_used", "a unix timestamp")
 				}
 			default:
@@ -539,7 +542,11 @@ func canonicalIdentifiers(obj []byte) string {
 		if raw, ok := strRaw(p.v); ok {
 			b = envelope.AppendJSONString(b, unescape(raw))
 		} else { // an integer (identValue): the same person as its string form
-			b = envelope.AppendJSONString(b, string(p.v))
+			n := string(p.v)
+			if n == "-0" {
+				n = "0"
+			}
+			b = envelope.AppendJSONString(b, n)
 		}
 	}
 	return string(append(b, '}'))

@@ -595,8 +595,13 @@ func ensureStream(ctx context.Context, js natsjs.JetStream, o *Options) (async b
 		}
 	}
 	if err := applyLimits(ctx, js, cfg, o); err != nil {
-		// The stream works as it is: forward into it, and say why the
-		// configured retention is not in force.
+		var apiErr *natsjs.APIError
+		if !errors.As(err, &apiErr) {
+			return async, err // a timeout, no leader...: set up again
+		}
+		// The server refuses the change; the stream works as it is:
+		// forward into it, and say why the configured retention is not in
+		// force.
 		o.Logger.Warn("jetstream: the stream keeps its own limits", "stream", o.Stream, "err", err)
 	}
 	return async, nil
