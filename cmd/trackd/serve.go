@@ -420,6 +420,15 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	log.Info("stopping", "handover", child != nil)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// The steps after the drain wait for the disk (the last commit, the
+	// cursors, the spool's close): a disk that stopped answering would
+	// hold the stop, the data dir's lock and an upgrade's successor for
+	// ever. Past a bound, exit: what was acknowledged is synced already,
+	// and the kernel releases the lock.
+	hung := time.AfterFunc(cfg.ShutdownTimeout+stopStall, func() {
+		log.Error("stop did not finish: the disk under the data dir does not answer; exiting", "after", cfg.ShutdownTimeout+stopStall)
+		os.Exit(1)
+	})
 	stopping := time.Now()
 	if err := drainer.Drain(sctx, srv, cfg.DrainGrace, ln); err != nil {
 		log.Error("API listener did not drain in time", "err", err)
@@ -432,6 +441,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err := sp.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
+	hung.Stop() // the disk answered
 	log.Info("spool closed", "drain", drained.Round(time.Microsecond), "total", time.Since(stopping).Round(time.Microsecond))
 	if child != nil {
 		if err := child.released(); err != nil {
@@ -705,6 +715,10 @@ func destinations(cfg *serveConfig, nats *backend, log *slog.Logger) []destinati
 	}
 	return dests
 }
+
+// stopStall is how long the stop may run past --shutdown-timeout before
+// the process exits without finishing it (a disk that stopped answering).
+const stopStall = 30 * time.Second
 
 // commitStall is how long a spool commit may take before /readyz says the
 // node cannot store (a healthy sync takes milliseconds).
