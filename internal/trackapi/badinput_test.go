@@ -813,6 +813,7 @@ func TestMalformedRequestsAnsweredInJSON(t *testing.T) {
 		{"no host", "PUT /api/v1/customers/x HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 400, "bad_request"},
 		{"two content lengths", "PUT /api/v1/customers/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "bad_request"},
 		{"unknown transfer coding", "PUT /api/v1/customers/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501, "unsupported_encoding"},
+		{"unknown expectation", "PUT /api/v1/customers/x HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}", 417, "bad_request"},
 		{"headers too large", "PUT /api/v1/customers/x HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 80<<10) + "\r\n\r\n", 431, "too_large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -263,13 +263,20 @@ func (c *slowHeaderConn) Write(p []byte) (int, error) {
 	}
 	c.obs.Served(RouteUnknown, "", code, -1) // counted, not timed
 	c.obs.Rejected(RouteUnknown, "", reason)
-	i := bytes.Index(p, netHTTPErrorHeaders)
-	if i < 0 {
+	// Rewrite only a whole answer: net/http's plain-text refusal (its text
+	// is the message), or one without a body (417 to an unknown Expect).
+	statusLine, text := "", ""
+	if i := bytes.Index(p, netHTTPErrorHeaders); i > 0 {
+		statusLine, text = string(p[:i]), string(p[i+len(netHTTPErrorHeaders):])
+	} else if j, k := bytes.Index(p, []byte("\r\n")), bytes.Index(p, []byte("\r\n\r\n")); j > 0 && k == len(p)-4 &&
+		bytes.Contains(p, []byte("\r\nContent-Length: 0\r\n")) {
+		statusLine, text = string(p[:j]), strconv.Itoa(code)+" "+http.StatusText(code)
+	} else {
 		return c.Conn.Write(p)
 	}
-	msg, _ := json.Marshal(string(p[i+len(netHTTPErrorHeaders):]))
+	msg, _ := json.Marshal(text)
 	body := `{"meta":{"errors":[` + string(msg) + `]}}`
-	out := string(p[:i]) + "\r\nContent-Type: application/json; charset=utf-8\r\nX-Trackd-Reason: " + reason +
+	out := statusLine + "\r\nContent-Type: application/json; charset=utf-8\r\nX-Trackd-Reason: " + reason +
 		"\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 	if _, err := io.WriteString(c.Conn, out); err != nil {
 		return 0, err
