@@ -579,7 +579,9 @@ func (s *Spool) Close() error {
 	<-s.done
 	var err error
 	if s.f != nil {
-		s.checkpoint()
+		if !s.opts.ReadOnly { // read-only changes nothing, the manifest included
+			s.checkpoint()
+		}
 		err = s.f.Close()
 		s.f = nil
 	}

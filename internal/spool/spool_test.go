@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -436,5 +438,50 @@ func TestLargeGroupAdmittedWhenNothingWaits(t *testing.T) {
 	}
 	if got := readAll(t, s); len(got) != 2 {
 		t.Fatalf("stored %d", len(got))
+	}
+}
+
+// TestReadOnlyChangesNothing: opening and closing a spool read-only (what
+// `trackd spool verify` and `dump` do) leaves every file as it was, even
+// a damaged manifest: a rewritten one made a later serve cut records.
+func TestReadOnlyChangesNothing(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	for i := range 20 {
+		if err := s.Append(context.Background(), []Record{rec(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, "MANIFEST"), 20); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func() map[string]string {
+		m := map[string]string{}
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if b, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil {
+				m[e.Name()] = string(b)
+			}
+		}
+		return m
+	}
+	before := snapshot()
+	for _, deep := range []bool{false, true} {
+		ro, err := Open(dir, Options{ReadOnly: true, Deep: deep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ro.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := snapshot()
+	for name, b := range before {
+		if after[name] != b {
+			t.Errorf("%s changed by a read-only open", name)
+		}
 	}
 }
