@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -318,7 +319,7 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 // readConfigFile reads a JSON object keyed by flag name. Values may be
 // strings, numbers, booleans, or (for repeatable flags) arrays of those.
 func readConfigFile(name string) (map[string][]string, error) {
-	b, err := os.ReadFile(name)
+	b, err := readSmallFile(name, 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("config file: %v", err)
 	}
@@ -403,6 +404,17 @@ func (c *serveConfig) validate() []string {
 	if c.NATSURL == "" {
 		checkAddr("nats-listen", c.NATSListen)
 	}
+	for _, u := range strings.Split(c.NATSURL, ",") {
+		if u = strings.TrimSpace(u); c.NATSURL != "" {
+			if !strings.Contains(u, "://") {
+				u = "nats://" + u // as the NATS client reads host:port
+			}
+			if pu, err := url.Parse(u); err != nil || pu.Host == "" {
+				p = append(p, "--nats-url: a URL does not parse (want nats://[user:password@]host:port, comma-separated; special characters in a password percent-encoded)")
+				break
+			}
+		}
+	}
 	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
 		p = append(p, "--nats-replicas: 1 to 5")
 	}
@@ -459,7 +471,7 @@ func (c *serveConfig) checkAdmin() []string {
 	case c.AdminPassword != "" && c.AdminPasswordFile != "":
 		p = append(p, "--admin-password, --admin-password-file: give one, not both")
 	case c.AdminPasswordFile != "":
-		b, err := os.ReadFile(c.AdminPasswordFile)
+		b, err := readSmallFile(c.AdminPasswordFile, 4<<10)
 		if err != nil {
 			p = append(p, fmt.Sprintf("--admin-password-file: %v", err))
 			break
@@ -568,4 +580,30 @@ func (c *serveConfig) natsDedupWindow() time.Duration {
 		return jetstream.EmbeddedDuplicateWindow
 	}
 	return jetstream.DefaultDuplicateWindow
+}
+
+// readSmallFile reads a regular file of at most max bytes: a configuration
+// or secret file that is a device (/dev/zero), a FIFO or huge is refused
+// rather than read without end.
+func readSmallFile(name string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO must not block the open
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", name)
+	}
+	if fi.Size() > max {
+		return nil, fmt.Errorf("%s: %d bytes, at most %d", name, fi.Size(), max)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = fmt.Errorf("%s: over %d bytes", name, max)
+	}
+	return b, err
 }

@@ -124,6 +124,10 @@ func runQuarantine(ctx context.Context, args []string, stdout, stderr io.Writer)
 				return fmt.Errorf("quarantine replay %s: entry holds no record", id)
 			}
 			rec := e.Record.ToSpool()
+			if rec.ID == "" || rec.Op == "" {
+				// Nothing empty is stored (DESIGN §2.2): a damaged entry.
+				return fmt.Errorf("quarantine replay %s: the entry's record has no ID or operation", id)
+			}
 			rec.Meta = setMeta(rec.Meta, forward.MetaDestination, e.Destination)
 			if err := sp.Append(ctx, []spool.Record{rec}); err != nil {
 				return fmt.Errorf("quarantine replay %s: %w", id, err)

@@ -72,6 +72,15 @@ func TestQuarantineCommands(t *testing.T) {
 	if out, _ := runCmd("quarantine", "list", "--data-dir", dataDir); !strings.Contains(out, "0 records") {
 		t.Fatalf("after drop: %s", out)
 	}
+	// A damaged entry whose record is empty is not stored (DESIGN §2.2).
+	id3, _ := q.Put(quarantine.Entry{Kind: quarantine.KindRecord, Reason: "damaged", Destination: "jetstream", Record: &quarantine.Record{}})
+	before := len(readRecords(t, dataDir))
+	if out, code := runCmd("quarantine", "replay", "--data-dir", dataDir, id3); code == 0 || !strings.Contains(out, "no ID or operation") {
+		t.Fatalf("replay of an empty record: exit %d\n%s", code, out)
+	}
+	if n := len(readRecords(t, dataDir)); n != before {
+		t.Fatalf("an empty record was stored: %d -> %d records", before, n)
+	}
 	for _, args := range [][]string{
 		{"quarantine", "replay", "--data-dir", dataDir},
 		{"quarantine", "replay", "--kind", "panics", "--all", "--data-dir", dataDir},

@@ -317,7 +317,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	// only be disabled for a while).
 	for name := range sp.Cursors() {
 		if !slices.ContainsFunc(dests, func(d destination) bool { return d.name == name }) {
-			log.Warn("spool cursor of a destination that is not configured holds back retention; remove it with `trackd spool` tools once it is gone for good", "destination", name)
+			log.Warn("spool cursor of a destination that is not configured holds back retention; configure the destination again, or, once it is gone for good, stop trackd and delete its cursor file from the spool directory", "destination", name, "file", filepath.Join(spoolDir(cfg.DataDir), "cursor."+name))
 		}
 	}
 
@@ -856,7 +856,11 @@ func printBanner(w io.Writer, api, adminAddr net.Addr, natsURL string, cfg *serv
 func redactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+		u, err := url.Parse(strings.TrimSpace(p))
+		switch {
+		case err != nil && strings.Contains(p, "@"):
+			parts[i] = "(unparsable URL with credentials)"
+		case err == nil && u.User != nil:
 			u.User = nil
 			parts[i] = u.String()
 		}
@@ -871,9 +875,15 @@ func reloadWorkspaces(args []string, getenv func(string) string, dir *auth.Direc
 	if err != nil {
 		return err
 	}
-	ws, _, err := loadWorkspaces(cfg)
+	ws, created, err := loadWorkspaces(cfg)
 	if err != nil {
 		return err
+	}
+	if created {
+		// The file vanished: a new random workspace would lock every
+		// client out. Keep the running workspaces, and the new file too
+		// (it is what a next start would use), and say so.
+		return fmt.Errorf("%s was missing; a new one with a new workspace was written, but the running workspaces are kept: restore the file (or edit the new one) and reload again", filepath.Join(cfg.DataDir, workspacesFile))
 	}
 	return dir.Replace(ws)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,6 +234,17 @@ func TestNATSLimitsConfig(t *testing.T) {
 			t.Errorf("%v: %v", args, err)
 		}
 	}
+	for _, u := range []string{"nats://alice:S3cret%zzPW@127.0.0.1:4222", "nats://", "nats://h:4222,%zz"} {
+		_, err := loadServeConfig([]string{"--nats-url", u}, noEnv, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--nats-url: a URL does not parse") || strings.Contains(err.Error(), "S3cret") {
+			t.Errorf("--nats-url %q: %v", u, err)
+		}
+	}
+	for _, u := range []string{"nats://alice:pw@127.0.0.1:4222", "127.0.0.1:4222", "nats://a:4222, nats://b:4222", "tls://h:4222"} {
+		if _, err := loadServeConfig([]string{"--nats-url", u}, noEnv, io.Discard); err != nil {
+			t.Errorf("--nats-url %q: %v", u, err)
+		}
+	}
 	if _, err := loadServeConfig([]string{"--nats-max-age", "1m"}, noEnv, io.Discard); err != nil {
 		t.Errorf("1m with the embedded server's 1s window: %v", err)
 	}
@@ -239,6 +252,29 @@ func TestNATSLimitsConfig(t *testing.T) {
 	for _, want := range []string{"--nats-max-age: at least 1m", "--nats-max-bytes: at least 16MiB"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v, want it to contain %q", err, want)
+		}
+	}
+}
+
+// TestConfigFilesBounded: a config or password file that is a device, a
+// FIFO or huge is refused at once instead of being read without end.
+func TestConfigFilesBounded(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	big := filepath.Join(t.TempDir(), "big.json")
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(big, bytes.Repeat([]byte(" "), 2<<20), 0o600)
+	for _, args := range [][]string{
+		{"--config", "/dev/zero"},
+		{"--config", big},
+		{"--config", t.TempDir()},
+		{"--config", fifo},
+		{"--admin-user", "ops", "--admin-password-file", "/dev/zero"},
+	} {
+		if _, err := loadServeConfig(args, noEnv, io.Discard); err == nil {
+			t.Errorf("%q accepted", args)
 		}
 	}
 }
@@ -461,6 +497,14 @@ func TestReloadWorkspaces(t *testing.T) {
 	}
 	if _, ok := dir.Check("b", "kb"); !ok {
 		t.Fatal("a failed reload changed the running workspaces")
+	}
+	// A missing file too: a new random workspace would lock every client out.
+	os.Remove(filepath.Join(dataDir, workspacesFile))
+	if err := reloadWorkspaces(args, func(string) string { return "" }, dir); err == nil || !strings.Contains(err.Error(), "was missing") {
+		t.Fatalf("reload with the file gone: %v", err)
+	}
+	if _, ok := dir.Check("b", "kb"); !ok {
+		t.Fatal("a reload with the file gone changed the running workspaces")
 	}
 }
 

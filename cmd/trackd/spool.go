@@ -45,7 +45,16 @@ func runSpool(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if sub == "verify" {
 		return spoolVerify(s, stdout)
 	}
-	return spoolDump(ctx, s, *limit, stdout)
+	err = spoolDump(ctx, s, *limit, stdout)
+	if rep := s.Report(); err == nil && !rep.Clean() {
+		// Recovery found damage the reader does not meet (a damaged
+		// tail, a segment header): the dump is incomplete, so say so.
+		for _, d := range rep.Damage {
+			fmt.Fprintf(stdout, "%s\n", mustJSON(map[string]any{"damage": d.Reason, "file": d.File, "offset": d.Offset}))
+		}
+		return cli.ErrCheckFailed
+	}
+	return err
 }
 
 func spoolVerify(s *spool.Spool, w io.Writer) error {

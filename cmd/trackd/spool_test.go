@@ -113,6 +113,24 @@ func TestSpoolVerifyAndDump(t *testing.T) {
 	if code != 1 || !strings.Contains(out, `"damage"`) {
 		t.Fatalf("dump on a damaged spool: exit %d\n%.500s", code, out)
 	}
+	// Damage only the open segment's tail, which recovery finds and the
+	// reader never meets: dump still says so and exits 1.
+	b, err = os.ReadFile(segs[len(segs)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(segs[len(segs)-1])
+	tail := int64(len(b)) - 100
+	if tail < 0 || fi.Size() < 200 {
+		t.Fatalf("open segment of %d bytes", fi.Size())
+	}
+	b[tail] ^= 0xff
+	if err := os.WriteFile(segs[len(segs)-1], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code = runCmd("spool", "dump", "--data-dir", dataDir, "--limit", "1"); code != 1 || !strings.Contains(out, `"damage"`) {
+		t.Fatalf("dump with damage recovery found: exit %d\n%.500s", code, out)
+	}
 }
 
 func TestSpoolToolsRefuseALiveSpool(t *testing.T) {

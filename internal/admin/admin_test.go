@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,10 @@ func TestHandler(t *testing.T) {
 	}
 	if code, _ := get("/debug/pprof/"); code != 200 {
 		t.Errorf("/debug/pprof/: %d", code)
+	}
+	// The command line holds secrets (--workspace SITE:KEY, passwords).
+	if code, body := get("/debug/pprof/cmdline"); code != 404 || strings.Contains(body, os.Args[0]) {
+		t.Errorf("/debug/pprof/cmdline: %d %q", code, body)
 	}
 }
 

@@ -91,6 +91,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -360,6 +361,11 @@ func connect(url string, c ConnOptions, name string, log *slog.Logger) (*nats.Co
 		opts = append(opts, nats.ClientCert(c.TLSCertFile, c.TLSKeyFile))
 	}
 	nc, err := nats.Connect(url, opts...)
+	var ue *neturl.Error
+	if errors.As(err, &ue) {
+		// Its text quotes the URL, credentials included.
+		return nil, fmt.Errorf("jetstream: connect to %s: the URL does not parse", redactURL(url))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connect to %s: %w", redactURL(url), err)
 	}
