@@ -350,7 +350,7 @@ func (f *Forwarder) run(ctx context.Context, untilIdle bool) error {
 			case errors.As(err, &ce):
 				// Unreadable spool bytes: reported by the spool's recovery and
 				// verify; skip to the next segment so the rest flows.
-				f.log.Error("forward: spool damage; skipping the rest of the segment", "err", err)
+				f.log.Error("forward: spool damage; skipping past it (to the next segment, or to where this process began appending)", "err", err)
 				r.SkipSegment()
 			default:
 				return fmt.Errorf("forward %s: read spool: %w", f.name, err)

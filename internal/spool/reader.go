@@ -93,9 +93,18 @@ func (r *Reader) TryNext() (Record, error) {
 	return rec, err
 }
 
-// SkipSegment moves the reader to the start of the next segment, past
-// damage it cannot read.
+// SkipSegment moves the reader past damage it cannot read: to the start of
+// the next segment, or, in the segment this process appends to, to where
+// its own appends began.
 func (r *Reader) SkipSegment() {
+	if res := r.s.resume; r.pos.Seq == res.Seq && r.pos.Offset < res.Offset {
+		// Damage in what an earlier process wrote to the segment this
+		// one appends to (unchecked at Open when a checkpoint vouched for
+		// it): skip to where this process's own writes begin; skipping
+		// the segment would skip them too, until it rolled.
+		r.moveTo(res)
+		return
+	}
 	r.moveTo(Position{Seq: r.pos.Seq + 1})
 }
 

@@ -181,6 +181,12 @@ type Spool struct {
 	commitSince time.Time
 	runBytes    int64 // bytes of the commit under way (part of pendBytes)
 
+	// resume is where this process started appending (the open segment's
+	// end at Open): a reader that meets damage before it in that segment
+	// skips to it, not past the segment, since what this process wrote
+	// from there on is intact (set by Open, read-only after).
+	resume Position
+
 	// Owned by the committer goroutine (and by Open before it starts).
 	f    vfs.File // the open segment, nil when read-only
 	wbuf []byte
@@ -252,6 +258,7 @@ func Open(dir string, opts Options) (*Spool, error) {
 	for _, d := range s.report.Damage {
 		opts.Logger.Warn("spool damage", "file", d.File, "offset", d.Offset, "reason", d.Reason)
 	}
+	s.resume = Position{Seq: s.open.seq, Offset: s.open.size}
 	if opts.ReadOnly {
 		close(s.done)
 	} else {

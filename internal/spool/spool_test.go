@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -482,6 +483,69 @@ func TestReadOnlyChangesNothing(t *testing.T) {
 	for name, b := range before {
 		if after[name] != b {
 			t.Errorf("%s changed by a read-only open", name)
+		}
+	}
+}
+
+// TestSkipDamageKeepsThisProcessAppends: damage in what an earlier process
+// wrote to the open segment (a checkpoint vouched for it, so Open did not
+// read it) makes a reader skip to where this process's appends begin, not
+// past the segment: those records are intact and must be read (and
+// forwarded) now, not skipped with the rest of the segment.
+func TestSkipDamageKeepsThisProcessAppends(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	for i := range 20 {
+		if err := s.Append(context.Background(), []Record{rec(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	b, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[2000] ^= 0xff // inside an early record
+	if err := os.WriteFile(segs[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, dir, Options{})
+	defer s.Close()
+	for i := 100; i < 105; i++ {
+		if err := s.Append(context.Background(), []Record{rec(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := s.NewReader(Position{})
+	defer r.Close()
+	var ids []string
+	damaged := false
+	for {
+		got, err := r.TryNext()
+		var ce *CorruptionError
+		switch {
+		case errors.Is(err, ErrNoMore):
+			if !damaged {
+				t.Fatal("the damage was not met")
+			}
+			want := []string{rec(100).ID, rec(101).ID, rec(102).ID, rec(103).ID, rec(104).ID}
+			if len(ids) < 5 || !slices.Equal(ids[len(ids)-5:], want) {
+				t.Fatalf("read %v; want it to end with this process's %v", ids, want)
+			}
+			return
+		case errors.As(err, &ce):
+			damaged = true
+			r.SkipSegment()
+		case err != nil:
+			t.Fatal(err)
+		default:
+			ids = append(ids, got.ID)
 		}
 	}
 }
