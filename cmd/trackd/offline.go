@@ -6,12 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/trackd/trackd/internal/cli"
 	"github.com/trackd/trackd/internal/forward"
 	"github.com/trackd/trackd/internal/quarantine"
+	"github.com/trackd/trackd/internal/sink/httpsink"
+	"github.com/trackd/trackd/internal/sink/jetstream"
+	"github.com/trackd/trackd/internal/sink/kafka"
 	"github.com/trackd/trackd/internal/spool"
 )
 
@@ -34,6 +41,10 @@ func openOffline(dataDir string, write bool) (*spool.Spool, *quarantine.Store, e
 // openOfflineSpool opens a stopped node's spool with the same recovery code
 // the server runs, refusing a spool a running node holds.
 func openOfflineSpool(dataDir string, opts spool.Options) (*spool.Spool, error) {
+	if _, err := os.Stat(spoolDir(dataDir)); errors.Is(err, os.ErrNotExist) {
+		// A mistyped --data-dir must not become a new, empty spool.
+		return nil, &cli.UsageError{Problems: []string{fmt.Sprintf("--data-dir %s: no spool there (want the data dir of a trackd node)", dataDir)}}
+	}
 	sp, err := spool.Open(spoolDir(dataDir), opts)
 	if errors.Is(err, spool.ErrLocked) {
 		return nil, fmt.Errorf("%w: stop the node first; offline tools never touch a data dir a running node holds", err)
@@ -204,6 +215,15 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer sp.Close()
+	// A destination trackd can have (one per sink kind), or one this spool
+	// has a cursor for: anything else is a typo nothing would ever send.
+	known := sp.Cursors()
+	for _, n := range []string{jetstream.DefaultName, kafka.DefaultName, httpsink.DefaultName} {
+		known[n] = spool.Position{}
+	}
+	if *dest != "" && !hasKey(known, *dest) {
+		return &cli.UsageError{Problems: []string{fmt.Sprintf("--destination %q: no such destination (want one of %s)", *dest, strings.Join(slices.Sorted(maps.Keys(known)), ", "))}}
+	}
 	// Read up to the tail as it is now, so the copies are not read again.
 	end := sp.Stats().Tail
 	r := sp.NewReader(spool.Position{})
@@ -244,4 +264,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "replayed %d records received in [%s, %s) to %s\n", n, from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), target)
 	return nil
+}
+
+func hasKey[V any](m map[string]V, k string) bool {
+	_, ok := m[k]
+	return ok
 }

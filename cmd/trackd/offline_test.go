@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -123,5 +124,17 @@ func TestReplayTimeRange(t *testing.T) {
 	}
 	if _, code := runCmd("replay", "--data-dir", dataDir, "--since", "yesterday"); code != 2 {
 		t.Fatalf("bad --since: exit %d", code)
+	}
+	// Typos are refused, not acted on: an unknown destination, a data dir
+	// with no spool (which must not be created).
+	if out, code := runCmd("replay", "--data-dir", dataDir, "--since", "2026-11-01T12:03:00Z", "--destination", "jetsteam"); code != 2 || !strings.Contains(out, `--destination "jetsteam": no such destination`) {
+		t.Fatalf("unknown destination: exit %d\n%s", code, out)
+	}
+	typo := filepath.Join(t.TempDir(), "dta")
+	if out, code := runCmd("replay", "--data-dir", typo, "--since", "2026-11-01T12:03:00Z"); code != 2 || !strings.Contains(out, "no spool there") {
+		t.Fatalf("data dir typo: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(typo); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a mistyped data dir was created: %v", err)
 	}
 }
