@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -159,4 +161,45 @@ func listenerFile(ln net.Listener) (*os.File, error) {
 		return nil, fmt.Errorf("dup listener: %w", errno)
 	}
 	return os.NewFile(uintptr(dup), "listener"), nil
+}
+
+// maxAdminConns bounds the admin listener's open connections: a scraper, a
+// browser and an operator need a handful, and without a bound a client
+// holding many idle connections would use up the process's file
+// descriptors, which the API and the spool need.
+const maxAdminConns = 64
+
+// capListener closes, at once, each connection accepted while max are
+// open (the client sees a reset and retries), so that the listener never
+// holds more than max.
+type capListener struct {
+	net.Listener
+	open atomic.Int64
+	max  int64
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) > l.max {
+			l.open.Add(-1)
+			c.Close()
+			continue
+		}
+		return &capConn{Conn: c, l: l}, nil
+	}
+}
+
+type capConn struct {
+	net.Conn
+	l    *capListener
+	once sync.Once
+}
+
+func (c *capConn) Close() error {
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return c.Conn.Close()
 }

@@ -264,7 +264,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	wg.Add(2)
 	go serve(srv, api.Listener(ln))
-	go serve(adminSrv, adminLn)
+	go serve(adminSrv, &capListener{Listener: adminLn, max: maxAdminConns})
 
 	// Forwarders: one per destination, each on its own cursor. They and
 	// the embedded NATS server stop on fwdCtx.

@@ -584,3 +584,48 @@ func TestForwardDownIsInTheMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestCapListener: past max open connections, a new one is closed at once;
+// closing one makes room again.
+func TestCapListener(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &capListener{Listener: inner, max: 2}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // a bound for the test only
+		return c
+	}
+	dial()
+	dial()
+	first, second := <-accepted, <-accepted
+	third := dial()
+	if _, err := third.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a third connection was kept open")
+	}
+	first.Close()
+	first.Close() // counted out once
+	dial()
+	<-accepted // room again
+	second.Close()
+	if n := ln.open.Load(); n != 1 {
+		t.Fatalf("%d open, want 1", n)
+	}
+}
