@@ -311,29 +311,16 @@ func TestBehind(t *testing.T) {
 // is under way does not make Append report failure: the group is stored,
 // and Append says so (an error would make the client send it again).
 func TestAppendWaitsForItsCommit(t *testing.T) {
-	inSync := make(chan struct{}, 1)
-	release := make(chan struct{})
-	var block atomic.Bool
-	inj := func(op vfs.Op, name string) error {
-		if op == vfs.OpSync && block.Load() {
-			select {
-			case inSync <- struct{}{}:
-			default:
-			}
-			<-release
-		}
-		return nil
-	}
-	s := mustOpen(t, t.TempDir(), Options{FS: vfs.NewErrorFS(vfs.OS{}, inj)})
+	st := newStallFS()
+	s := mustOpen(t, t.TempDir(), Options{FS: st.fs})
 	defer s.Close()
-	block.Store(true)
+	st.stall()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Append(ctx, []Record{{ID: "r1", Body: []byte(`{}`)}}) }()
-	<-inSync // the group is being synced
+	<-st.inSync // the group is being synced
 	cancel()
-	block.Store(false)
-	close(release)
+	st.release()
 	if err := <-done; err != nil {
 		t.Fatalf("Append: %v, want nil: the group is stored", err)
 	}
@@ -347,29 +334,17 @@ func TestAppendWaitsForItsCommit(t *testing.T) {
 // stalled disk holds bounded memory), and Stats reports how long the
 // commit has been running.
 func TestStalledDiskBoundsPending(t *testing.T) {
-	inSync := make(chan struct{}, 1)
-	release := make(chan struct{})
-	var block atomic.Bool
-	inj := func(op vfs.Op, name string) error {
-		if op == vfs.OpSync && block.Load() {
-			select {
-			case inSync <- struct{}{}:
-			default:
-			}
-			<-release
-		}
-		return nil
-	}
+	st := newStallFS()
 	var mu sync.Mutex
 	now := time.Unix(1_700_000_000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	s := mustOpen(t, t.TempDir(), Options{FS: vfs.NewErrorFS(vfs.OS{}, inj), MaxPending: 1000, Now: clock})
+	s := mustOpen(t, t.TempDir(), Options{FS: st.fs, MaxPending: 1000, Now: clock})
 	defer s.Close()
 	group := func(id string) []Record { return []Record{{ID: id, Body: bytes.Repeat([]byte("x"), 560)}} }
-	block.Store(true)
+	st.stall()
 	done := make(chan error, 1)
 	go func() { done <- s.Append(context.Background(), group("a")) }()
-	<-inSync // a is being synced, and the sync does not return
+	<-st.inSync // a is being synced, and the sync does not return
 	mu.Lock()
 	now = now.Add(15 * time.Second)
 	mu.Unlock()
@@ -386,8 +361,7 @@ func TestStalledDiskBoundsPending(t *testing.T) {
 	if err := <-later; !errors.Is(err, ErrBusy) {
 		t.Fatalf("first answer while the disk stalls: %v, want ErrBusy", err)
 	}
-	block.Store(false)
-	close(release)
+	st.release()
 	for _, err := range []error{<-done, <-later} {
 		if err != nil {
 			t.Errorf("Append: %v", err)
@@ -406,32 +380,19 @@ func TestStalledDiskBoundsPending(t *testing.T) {
 // while a commit runs and nothing else waits (it is never refused for
 // good by a stream of small ones).
 func TestLargeGroupAdmittedWhenNothingWaits(t *testing.T) {
-	inSync := make(chan struct{}, 1)
-	release := make(chan struct{})
-	var block atomic.Bool
-	inj := func(op vfs.Op, name string) error {
-		if op == vfs.OpSync && block.Load() {
-			select {
-			case inSync <- struct{}{}:
-			default:
-			}
-			<-release
-		}
-		return nil
-	}
-	s := mustOpen(t, t.TempDir(), Options{FS: vfs.NewErrorFS(vfs.OS{}, inj), MaxPending: 1000})
+	st := newStallFS()
+	s := mustOpen(t, t.TempDir(), Options{FS: st.fs, MaxPending: 1000})
 	defer s.Close()
-	block.Store(true)
+	st.stall()
 	done := make(chan error, 2)
 	go func() {
 		done <- s.Append(context.Background(), []Record{{ID: "a", Body: bytes.Repeat([]byte("x"), 2000)}})
 	}()
-	<-inSync // a (2 KB, over MaxPending) is being synced
+	<-st.inSync // a (2 KB, over MaxPending) is being synced
 	go func() {
 		done <- s.Append(context.Background(), []Record{{ID: "b", Body: bytes.Repeat([]byte("y"), 3000)}})
 	}()
-	block.Store(false)
-	close(release)
+	st.release()
 	for range 2 {
 		if err := <-done; err != nil {
 			t.Fatalf("Append: %v", err)
@@ -446,16 +407,7 @@ func TestLargeGroupAdmittedWhenNothingWaits(t *testing.T) {
 // `trackd spool verify` and `dump` do) leaves every file as it was, even
 // a damaged manifest: a rewritten one made a later serve cut records.
 func TestReadOnlyChangesNothing(t *testing.T) {
-	dir := t.TempDir()
-	s := mustOpen(t, dir, Options{})
-	for i := range 20 {
-		if err := s.Append(context.Background(), []Record{rec(i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	dir := closedSpool(t, 20)
 	if err := os.Truncate(filepath.Join(dir, "MANIFEST"), 20); err != nil {
 		t.Fatal(err)
 	}
@@ -493,16 +445,7 @@ func TestReadOnlyChangesNothing(t *testing.T) {
 // past the segment: those records are intact and must be read (and
 // forwarded) now, not skipped with the rest of the segment.
 func TestSkipDamageKeepsThisProcessAppends(t *testing.T) {
-	dir := t.TempDir()
-	s := mustOpen(t, dir, Options{})
-	for i := range 20 {
-		if err := s.Append(context.Background(), []Record{rec(i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	dir := closedSpool(t, 20)
 	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
 	if len(segs) != 1 {
 		t.Fatalf("%d segments", len(segs))
@@ -515,7 +458,7 @@ func TestSkipDamageKeepsThisProcessAppends(t *testing.T) {
 	if err := os.WriteFile(segs[0], b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s = mustOpen(t, dir, Options{})
+	s := mustOpen(t, dir, Options{})
 	defer s.Close()
 	for i := 100; i < 105; i++ {
 		if err := s.Append(context.Background(), []Record{rec(i)}); err != nil {
@@ -548,4 +491,54 @@ func TestSkipDamageKeepsThisProcessAppends(t *testing.T) {
 			ids = append(ids, got.ID)
 		}
 	}
+}
+
+// stallFS is a file system whose syncs, once stall is called, do not
+// return until release: a disk that stopped answering. inSync receives when
+// a sync is stalled.
+type stallFS struct {
+	fs      vfs.FS
+	inSync  chan struct{}
+	stalled atomic.Bool
+	done    chan struct{}
+}
+
+func newStallFS() *stallFS {
+	st := &stallFS{inSync: make(chan struct{}, 1), done: make(chan struct{})}
+	st.fs = vfs.NewErrorFS(vfs.OS{}, func(op vfs.Op, name string) error {
+		if op == vfs.OpSync && st.stalled.Load() {
+			select {
+			case st.inSync <- struct{}{}:
+			default:
+			}
+			<-st.done
+		}
+		return nil
+	})
+	return st
+}
+
+func (st *stallFS) stall() { st.stalled.Store(true) }
+
+// release lets the stalled syncs return, and later ones pass.
+func (st *stallFS) release() {
+	st.stalled.Store(false)
+	close(st.done)
+}
+
+// closedSpool makes a spool of n records (rec(0) to rec(n-1)), closed, and
+// returns its directory.
+func closedSpool(t *testing.T, n int) string {
+	t.Helper()
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{})
+	for i := range n {
+		if err := s.Append(context.Background(), []Record{rec(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
