@@ -182,18 +182,25 @@ type slowHeaderConn struct {
 	aborted atomic.Bool
 }
 
-// SetReadDeadline notes whether net/http is cancelling a read (a deadline
-// in the past) rather than bounding one.
+// SetReadDeadline notes whether net/http is cancelling a read (it sets a
+// deadline long past, time.Unix(1, 0)) rather than bounding one.
 func (c *slowHeaderConn) SetReadDeadline(t time.Time) error {
-	c.aborted.Store(!t.IsZero() && t.Before(time.Now()))
+	c.aborted.Store(isCancel(t))
 	return c.Conn.SetReadDeadline(t)
 }
 
 // SetDeadline is SetReadDeadline and SetWriteDeadline.
 func (c *slowHeaderConn) SetDeadline(t time.Time) error {
-	c.aborted.Store(!t.IsZero() && t.Before(time.Now()))
+	c.aborted.Store(isCancel(t))
 	return c.Conn.SetDeadline(t)
 }
+
+// isCancel reports whether a deadline is one set to cancel a read at once
+// (years in the past) rather than to bound it; no clock read on this path,
+// which every request takes several times.
+func isCancel(t time.Time) bool { return !t.IsZero() && t.Before(cancelBefore) }
+
+var cancelBefore = time.Unix(1_000_000_000, 0) // 2001
 
 // RouteUnknown is the route label of a request answered before its
 // request line and headers were read (a slow client's 408).
