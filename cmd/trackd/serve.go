@@ -340,7 +340,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}()
 
 	// SIGHUP reloads the workspaces (from the flags, environment and config
-	// file as they are now, or the data dir's workspaces.json); a bad
+	// file as they are now, or the data dir's workspaces.json) and the rate
+	// limit (--rate-limit, --rate-burst); a bad
 	// configuration is logged and the running one kept. SIGUSR2 starts the
 	// binary now on disk and hands it the listeners; if it fails to start,
 	// this process goes on serving.
@@ -374,11 +375,14 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 					upgraded <- child
 					return
 				}
-				if err := reloadWorkspaces(args, getenv, dir); err != nil {
+				rcfg, err := reloadWorkspaces(args, getenv, dir)
+				if err != nil {
 					log.Error("reload on SIGHUP failed; keeping the running configuration", "err", err)
 					continue
 				}
-				log.Info("reloaded workspaces on SIGHUP", "workspaces", len(dir.Workspaces()))
+				api.SetRateLimit(rcfg.RateLimit, rcfg.RateBurst)
+				log.Info("reloaded workspaces and limits on SIGHUP", "workspaces", len(dir.Workspaces()),
+					"rate_limit", rcfg.RateLimit, "rate_burst", rcfg.RateBurst)
 			}
 		}
 	}()
@@ -869,23 +873,24 @@ func redactURL(s string) string {
 }
 
 // reloadWorkspaces re-reads the configuration and replaces the workspace
-// directory's contents, all or nothing.
-func reloadWorkspaces(args []string, getenv func(string) string, dir *auth.Directory) error {
+// directory's contents, all or nothing; it returns the configuration read,
+// for the limits the caller applies.
+func reloadWorkspaces(args []string, getenv func(string) string, dir *auth.Directory) (*serveConfig, error) {
 	cfg, err := loadServeConfig(args, getenv, io.Discard)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ws, created, err := loadWorkspaces(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if created {
 		// The file vanished: a new random workspace would lock every
 		// client out. Keep the running workspaces, and the new file too
 		// (it is what a next start would use), and say so.
-		return fmt.Errorf("%s was missing; a new one with a new workspace was written, but the running workspaces are kept: restore the file (or edit the new one) and reload again", filepath.Join(cfg.DataDir, workspacesFile))
+		return nil, fmt.Errorf("%s was missing; a new one with a new workspace was written, but the running workspaces are kept: restore the file (or edit the new one) and reload again", filepath.Join(cfg.DataDir, workspacesFile))
 	}
-	return dir.Replace(ws)
+	return cfg, dir.Replace(ws)
 }
 
 // defaultMemoryLimit is --memory-limit's default. What trackd holds is

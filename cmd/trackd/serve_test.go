@@ -484,7 +484,7 @@ func TestReloadWorkspaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dataDir, workspacesFile), []byte(`{"workspaces":[{"site_id":"a","api_key":"ka"},{"site_id":"b","api_key":"kb"}]}`), 0o600)
-	if err := reloadWorkspaces(args, func(string) string { return "" }, dir); err != nil {
+	if _, err := reloadWorkspaces(args, func(string) string { return "" }, dir); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := dir.Check("b", "kb"); !ok {
@@ -492,7 +492,7 @@ func TestReloadWorkspaces(t *testing.T) {
 	}
 	// A broken file is refused and the running set kept.
 	os.WriteFile(filepath.Join(dataDir, workspacesFile), []byte(`{"workspaces":`), 0o600)
-	if err := reloadWorkspaces(args, func(string) string { return "" }, dir); err == nil {
+	if _, err := reloadWorkspaces(args, func(string) string { return "" }, dir); err == nil {
 		t.Fatal("reload accepted a broken workspaces file")
 	}
 	if _, ok := dir.Check("b", "kb"); !ok {
@@ -500,7 +500,7 @@ func TestReloadWorkspaces(t *testing.T) {
 	}
 	// A missing file too: a new random workspace would lock every client out.
 	os.Remove(filepath.Join(dataDir, workspacesFile))
-	if err := reloadWorkspaces(args, func(string) string { return "" }, dir); err == nil || !strings.Contains(err.Error(), "was missing") {
+	if _, err := reloadWorkspaces(args, func(string) string { return "" }, dir); err == nil || !strings.Contains(err.Error(), "was missing") {
 		t.Fatalf("reload with the file gone: %v", err)
 	}
 	if _, ok := dir.Check("b", "kb"); !ok {

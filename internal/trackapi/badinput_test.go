@@ -840,3 +840,26 @@ func TestMalformedRequestsAnsweredInJSON(t *testing.T) {
 		t.Errorf("stored %d", n)
 	}
 }
+
+// TestSetRateLimit: the limit changes at run time (a SIGHUP reload): set,
+// it applies to the next request; 0 turns it off.
+func TestSetRateLimit(t *testing.T) {
+	f := newFixture(t, nil)
+	id := req{method: "PUT", path: "/api/v1/customers/x", body: "{}"}
+	for i := range 3 {
+		if r := f.do(t, id); r.status != 200 {
+			t.Fatalf("no limit, request %d: %d", i, r.status)
+		}
+	}
+	f.h.SetRateLimit(0.001, 1) // one request, then one per ~17 minutes
+	if r := f.do(t, id); r.status != 200 {
+		t.Fatalf("first request under the limit: %d", r.status)
+	}
+	if r := f.do(t, id); r.status != 429 {
+		t.Fatalf("second request under the limit: %d", r.status)
+	}
+	f.h.SetRateLimit(0, 0)
+	if r := f.do(t, id); r.status != 200 {
+		t.Fatalf("limit off again: %d", r.status)
+	}
+}

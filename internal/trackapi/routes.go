@@ -161,12 +161,12 @@ func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	if s.rate != nil && rt.h != nil && rt.name != "not_found" && rt.name != "method_not_allowed" {
+	if rl := s.rate.Load(); rl != nil && rt.h != nil && rt.name != "not_found" && rt.name != "method_not_allowed" {
 		key := ex.ws.SiteID
 		if !ex.authed {
 			key = "ip:" + s.clientIP(r)
 		}
-		if ok, wait := s.rate.Allow(key, ex.received); !ok {
+		if ok, wait := rl.Allow(key, ex.received); !ok {
 			ex.fail(&apiError{status: http.StatusTooManyRequests, reason: "rate_limited", msg: "too many requests", retryAfter: wait})
 			return
 		}

@@ -45,6 +45,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trackd/trackd/internal/auth"
@@ -214,7 +215,7 @@ type Server struct {
 	now         func() time.Time
 	newID       func() string
 	lim         Limits
-	rate        *ratelimit.Limiter
+	rate        atomic.Pointer[ratelimit.Limiter] // nil: no limit; SetRateLimit replaces it
 	bodyTimeout time.Duration
 	durability  []string
 	classify    func(error) (int, string, time.Duration)
@@ -294,9 +295,7 @@ func New(opts Options) (*Server, error) {
 	if s.onPanic == nil {
 		s.onPanic = s.logPanic
 	}
-	if opts.RateLimit > 0 {
-		s.rate = ratelimit.New(opts.RateLimit, opts.RateBurst, 0)
-	}
+	s.SetRateLimit(opts.RateLimit, opts.RateBurst)
 	s.pool.New = func() any { return new(exchange) }
 	s.routes()
 	return s, nil
@@ -507,4 +506,15 @@ func metaClean(s string) string {
 		s = s[:512]
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// SetRateLimit sets the per-workspace (per client IP, unauthenticated)
+// request rate and burst, as Options.RateLimit and RateBurst; 0 turns the
+// limit off. Used on a configuration reload; the buckets start full.
+func (s *Server) SetRateLimit(rate float64, burst int) {
+	if rate <= 0 {
+		s.rate.Store(nil)
+		return
+	}
+	s.rate.Store(ratelimit.New(rate, burst, 0))
 }
