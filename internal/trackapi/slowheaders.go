@@ -72,12 +72,20 @@ func (l slowHeaderListener) Accept() (net.Conn, error) {
 
 const body503Conns = `{"meta":{"errors":["too many connections; retry"]}}`
 
-var response503Conns = []byte("HTTP/1.1 503 Service Unavailable\r\n" +
-	"Content-Type: application/json; charset=utf-8\r\n" +
-	"X-Trackd-Reason: " + ReasonTooManyConnections + "\r\n" +
-	"Retry-After: 1\r\n" +
-	"Connection: close\r\n" +
-	"Content-Length: " + strconv.Itoa(len(body503Conns)) + "\r\n\r\n" + body503Conns)
+var response503Conns = closingAnswer("HTTP/1.1 503 Service Unavailable", ReasonTooManyConnections, "Retry-After: 1\r\n", body503Conns)
+
+// closingAnswer is a whole HTTP/1.1 answer written on the connection
+// itself, outside net/http (it has not read a request, or has answered one
+// in plain text): a JSON body with its reason, and the connection closed.
+// extra is more header lines, each ending in CRLF.
+func closingAnswer(statusLine, reason, extra, body string) []byte {
+	return []byte(statusLine + "\r\n" +
+		"Content-Type: application/json; charset=utf-8\r\n" +
+		"X-Trackd-Reason: " + reason + "\r\n" +
+		extra +
+		"Connection: close\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+}
 
 // connLimit counts a listener's open connections, and keeps those outside
 // a request handler in the order they got there (accepted, or idle after
@@ -208,11 +216,7 @@ const RouteUnknown = "unknown"
 
 const body408 = `{"meta":{"errors":["request headers were not received in time"]}}`
 
-var response408 = []byte("HTTP/1.1 408 Request Timeout\r\n" +
-	"Content-Type: application/json; charset=utf-8\r\n" +
-	"X-Trackd-Reason: " + ReasonTimeout + "\r\n" +
-	"Connection: close\r\n" +
-	"Content-Length: " + strconv.Itoa(len(body408)) + "\r\n\r\n" + body408)
+var response408 = closingAnswer("HTTP/1.1 408 Request Timeout", ReasonTimeout, "", body408)
 
 // Close closes the connection once, counting it out of its limit.
 func (c *slowHeaderConn) Close() error {
@@ -282,10 +286,7 @@ func (c *slowHeaderConn) Write(p []byte) (int, error) {
 		return c.Conn.Write(p)
 	}
 	msg, _ := json.Marshal(text)
-	body := `{"meta":{"errors":[` + string(msg) + `]}}`
-	out := statusLine + "\r\nContent-Type: application/json; charset=utf-8\r\nX-Trackd-Reason: " + reason +
-		"\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
-	if _, err := io.WriteString(c.Conn, out); err != nil {
+	if _, err := c.Conn.Write(closingAnswer(statusLine, reason, "", `{"meta":{"errors":[`+string(msg)+`]}}`)); err != nil {
 		return 0, err
 	}
 	return len(p), nil
