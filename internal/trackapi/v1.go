@@ -431,21 +431,12 @@ func handleAddDevice(ex *exchange) ([]spool.Record, *apiError) {
 			}
 			hasPlatform = true
 		case keyIs(k, "last_used"):
-			// A unix timestamp; the Go client sends it as a string.
-			switch kind(v) {
-			case '0':
-				if !isUnixTime(v) {
-					return nil, errType("device.last_used", "a unix timestamp")
-				}
-				ts = unixTime(v)
-			case '"':
-				if d := v[1 : len(v)-1]; !isDigits(d) || len(d) > 18 {
-					return nil, errType("device.last_used", "a unix timestamp")
-				}
-				ts = string(v[1 : len(v)-1])
-			case 'n':
-			default:
+			t, ok := lastUsed(v)
+			if !ok {
 				return nil, errType("device.last_used", "a unix timestamp")
+			}
+			if t != "" {
+				ts = t
 			}
 		case keyIs(k, "attributes"):
 			switch kind(v) {
@@ -467,6 +458,22 @@ func handleAddDevice(ex *exchange) ([]spool.Record, *apiError) {
 	}
 	extra := [...]spool.KV{{Key: "identifier", Value: ident}, {Key: "device_id", Value: metaClean(devID)}, {Key: "timestamp", Value: ts}}
 	return ex.one("v1.device.add", "", extra[:])
+}
+
+// lastUsed checks a device's last_used: a unix timestamp as a number, or
+// as a string of digits (the Go client sends it so), or null; it returns
+// the timestamp ("" for null).
+func lastUsed(v []byte) (ts string, ok bool) {
+	switch kind(v) {
+	case 'n':
+		return "", true
+	case '0':
+		return unixTime(v), isUnixTime(v)
+	case '"':
+		d := v[1 : len(v)-1]
+		return string(d), isDigits(d) && len(d) <= 18
+	}
+	return "", false
 }
 
 // isUnixTime reports whether the JSON value v is an integer literal that

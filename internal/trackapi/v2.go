@@ -386,18 +386,7 @@ func (ex *exchange) v2Device(v []byte, add bool) *apiError {
 			}
 			platform = true
 		case keyIs(k, "last_used"):
-			// A unix timestamp, as in v1 (where the Go client sends a string).
-			switch kind(val) {
-			case 'n':
-			case '0':
-				if !isUnixTime(val) {
-					return errType("device.last_used", "a unix timestamp")
-				}
-			case '"':
-				if d := val[1 : len(val)-1]; !isDigits(d) || len(d) > 18 {
-					return errType("device.last_used", "a unix timestamp")
-				}
-			default:
+			if _, ok := lastUsed(val); !ok {
 				return errType("device.last_used", "a unix timestamp")
 			}
 		case keyIs(k, "attributes"):
