@@ -404,16 +404,9 @@ func (c *serveConfig) validate() []string {
 	if c.NATSURL == "" {
 		checkAddr("nats-listen", c.NATSListen)
 	}
-	for _, u := range strings.Split(c.NATSURL, ",") {
-		if u = strings.TrimSpace(u); c.NATSURL != "" {
-			if !strings.Contains(u, "://") {
-				u = "nats://" + u // as the NATS client reads host:port
-			}
-			if pu, err := url.Parse(u); err != nil || pu.Host == "" {
-				p = append(p, "--nats-url: a URL does not parse (want nats://[user:password@]host:port, comma-separated; special characters in a password percent-encoded)")
-				break
-			}
-		}
+	if c.NATSURL != "" && !natsURLsParse(c.NATSURL) {
+		// Never quoted: it may hold a password.
+		p = append(p, "--nats-url: a URL does not parse (want nats://[user:password@]host:port, comma-separated; special characters in a password percent-encoded)")
 	}
 	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
 		p = append(p, "--nats-replicas: 1 to 5")
@@ -567,6 +560,21 @@ func maskURLs(s string) string {
 		parts[i] = u.String()
 	}
 	return strings.Join(parts, ",")
+}
+
+// natsURLsParse reports whether every one of the comma-separated NATS URLs
+// parses, with a host (host:port alone is read as nats://host:port, as the
+// NATS client does).
+func natsURLsParse(urls string) bool {
+	for _, u := range strings.Split(urls, ",") {
+		if u = strings.TrimSpace(u); !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		if pu, err := url.Parse(u); err != nil || pu.Host == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // natsDedupWindow is the duplicate window of a stream trackd creates:
